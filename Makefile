@@ -1,0 +1,27 @@
+# The two commands the README promises: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q test
+
+demo: venv
+	$(PY) -m densepred_ros.cli demo --output demo_output
+
+bench: venv
+	$(PY) scripts/bench_alignment.py
+
+clean:
+	rm -rf $(VENV) build install log demo_output .pytest_cache

@@ -1,0 +1,169 @@
+"""The `densepred` command line: predict, evaluate-alignment, demo.
+
+Each subcommand imports what it needs when it runs, so `densepred --help` is instant.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert('RGB'), dtype=np.uint8)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+    Image.fromarray(rgb).save(path)
+
+
+def picture(values: np.ndarray, space: str) -> np.ndarray:
+    """Return an H×W×3 uint8 colour picture of a prediction (near is warm for depth)."""
+    from densepred_ros import geometry
+    if space == 'normals':
+        return geometry.colorize_normals(values)
+    if space == 'disparity':
+        # Large disparity = near: show 1 - d so that the colours mean the same as for depth.
+        return geometry.colorize_depth(1.0 - values)
+    return geometry.colorize_depth(values)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--model', required=True,
+                        help='checkpoint folder (diffusers layout) or model-hub id')
+    parser.add_argument('--family', default='auto', choices=['auto', 'lotus', 'marigold'])
+    parser.add_argument('--space', default=None, choices=['depth', 'disparity', 'normals'],
+                        help="override what the model predicts (default: from the checkpoint)")
+    parser.add_argument('--processing-resolution', type=int, default=None,
+                        help="longest edge in pixels the model runs at; 0 = native "
+                             "(default: the model's)")
+    parser.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16', 'bf16'])
+    parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda[:N]'")
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--latent', default='mean', choices=['mean', 'sample'],
+                        help="image latent: VAE posterior 'mean' (deterministic) or the "
+                             "authors' 'sample'")
+    parser.add_argument('--steps', type=int, default=None, help='denoising steps (Marigold)')
+    parser.add_argument('--ensemble-size', type=int, default=1, help='ensemble (Marigold)')
+    parser.add_argument('--allow-pickle', action='store_true',
+                        help='allow pickle-based weights (.bin/.ckpt): only for trusted files')
+
+
+def _load(args: argparse.Namespace):
+    from densepred_ros.models import load_predictor, PredictorOptions
+    options = PredictorOptions(
+        processing_resolution=args.processing_resolution, dtype=args.dtype,
+        device=args.device, seed=args.seed, latent=args.latent, steps=args.steps,
+        ensemble_size=args.ensemble_size)
+    return load_predictor(args.model, options, family=args.family, space=args.space,
+                          allow_pickle=args.allow_pickle)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict every input image; write DIR/<stem>.npy and DIR/<stem>.png."""
+    inputs = [Path(p) for p in args.input]
+    missing = [str(p) for p in inputs if not p.is_file()]
+    if missing:
+        print(f'error: input image(s) not found: {", ".join(missing)}', file=sys.stderr)
+        return 2
+    predictor = _load(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    spec = predictor.spec
+    print(f'model: {spec.family}{"-" + spec.variant if spec.variant else ""} '
+          f'({spec.space}) from {spec.source}')
+    for path in inputs:
+        rgb = _read_rgb(path)
+        start = time.perf_counter()
+        prediction = predictor.predict(rgb)
+        elapsed = time.perf_counter() - start
+        np.save(output / f'{path.stem}.npy', prediction.values)
+        _write_png(output / f'{path.stem}.png', picture(prediction.values, prediction.space))
+        if prediction.uncertainty is not None:
+            np.save(output / f'{path.stem}_uncertainty.npy', prediction.uncertainty)
+        print(f'{path.name}: {rgb.shape[1]}×{rgb.shape[0]} → {output / path.stem}.npy/.png '
+              f'in {elapsed:.2f} s')
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Write a tiny random-weight checkpoint and a generated image, then predict on it."""
+    from densepred_ros.testing import write_tiny_lotus
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    print('densepred demo: the node and the bundled demo model are not here yet, so this '
+          'runs `densepred predict` on a generated image with a generated (random-weight) '
+          'Lotus-G checkpoint. The picture shows that the pipeline runs, not real depth.')
+    checkpoint = write_tiny_lotus(output / 'tiny_lotus_g', variant='g')
+    image = _demo_image(args.height, args.width)
+    image_path = output / 'input.png'
+    _write_png(image_path, image)
+    predict_args = build_parser().parse_args([
+        'predict', '--model', str(checkpoint), '--input', str(image_path),
+        '--output', str(output), '--processing-resolution', '0', '--device', 'cpu'])
+    code = run_predict(predict_args)
+    print(f'wrote {output}/input.npy and {output}/input.png')
+    return code
+
+
+def _demo_image(height: int, width: int) -> np.ndarray:
+    try:
+        from densepred_ros.synthetic import make_frame
+        return make_frame(0, kind='outdoor', width=width, height=height).rgb
+    except ImportError:
+        v, u = np.mgrid[0:height, 0:width]
+        return np.stack([u * 255 // width, v * 255 // height,
+                         np.full_like(u, 128)], axis=-1).astype(np.uint8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the `densepred` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog='densepred', description='Single-step diffusion depth and normals, '
+                                       'scaled to metres with lidar.')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    predict = sub.add_parser('predict', help='predict depth/disparity/normals for images')
+    _add_model_arguments(predict)
+    predict.add_argument('--input', nargs='+', required=True, help='image file(s)')
+    predict.add_argument('--output', required=True, help='output folder')
+    predict.set_defaults(func=run_predict)
+
+    demo = sub.add_parser('demo', help='run the main job on generated data')
+    demo.add_argument('--output', default='demo_output')
+    demo.add_argument('--height', type=int, default=192)
+    demo.add_argument('--width', type=int, default=256)
+    demo.set_defaults(func=run_demo)
+
+    try:
+        from densepred_ros import evaluation
+    except ImportError:
+        evaluation = None
+    if evaluation is not None:
+        evaluate = sub.add_parser(
+            'evaluate-alignment',
+            help='project lidar, align a relative prediction, compare with ground truth')
+        evaluation.add_arguments(evaluate)
+        evaluate.set_defaults(func=evaluation.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the `densepred` console script."""
+    from densepred_ros.models import CheckpointError
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Build script: ament_python for colcon, plain setuptools for pip."""
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'densepred_ros'
+
+
+def _files(pattern: str) -> list:
+    return sorted(p for p in glob(pattern) if os.path.isfile(p))
+
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={PACKAGE: ['configs/*.json']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', _files('launch/*.py')),
+        ('share/' + PACKAGE + '/config', _files('config/*')),
+    ],
+    python_requires='>=3.10',
+    install_requires=[
+        'setuptools',
+        'numpy>=1.24',
+        'pillow>=9',
+        'torch>=2.3,<2.15',
+        'diffusers>=0.32',
+        'transformers>=4.44',
+        'safetensors>=0.4',
+        'huggingface-hub>=0.24',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'hypothesis>=6'],
+        'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
+        'marigold-ensemble': ['scipy>=1.10'],
+    },
+    zip_safe=True,
+    maintainer='densepred_ros maintainers',
+    maintainer_email='maintainer@example.com',
+    description='Single-step diffusion depth and normals with lidar scale for ROS 2.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'densepred = densepred_ros.cli:main',
+        ],
+    },
+)
