@@ -4,9 +4,9 @@ Each subcommand imports what it needs when it runs, so `densepred --help` is ins
 """
 
 import argparse
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -39,9 +39,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help='checkpoint folder (diffusers layout) or model-hub id')
     parser.add_argument('--family', default='auto', choices=['auto', 'lotus', 'marigold'])
     parser.add_argument('--space', default=None, choices=['depth', 'disparity', 'normals'],
-                        help="override what the model predicts (default: from the checkpoint)")
+                        help='override what the model predicts (default: from the checkpoint)')
     parser.add_argument('--processing-resolution', type=int, default=None,
-                        help="longest edge in pixels the model runs at; 0 = native "
+                        help='longest edge in pixels the model runs at; 0 = native '
                              "(default: the model's)")
     parser.add_argument('--dtype', default='fp32', choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda[:N]'")
@@ -125,8 +125,8 @@ def _demo_image(height: int, width: int) -> np.ndarray:
 def build_parser() -> argparse.ArgumentParser:
     """Return the `densepred` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog='densepred', description='Single-step diffusion depth and normals, '
-                                       'scaled to metres with lidar.')
+        prog='densepred',
+        description='Single-step diffusion depth and normals, scaled to metres with lidar.')
     sub = parser.add_subparsers(dest='command', required=True)
 
     predict = sub.add_parser('predict', help='predict depth/disparity/normals for images')

@@ -1,8 +1,7 @@
 """Shared fixtures: tiny checkpoints written once per test session."""
 
-import pytest
-
 from densepred_ros.testing import write_tiny_lotus, write_tiny_marigold
+import pytest
 
 
 @pytest.fixture(scope='session')

@@ -1,12 +1,11 @@
 """The inference core on tiny checkpoints loaded through the real diffusers code path."""
 
-import numpy as np
-import pytest
-import torch
-
 from densepred_ros.models import CheckpointError, load_predictor, PredictorOptions
 from densepred_ros.models import runtime
 from densepred_ros.models.lotus import encode_empty_prompt, task_embedding
+import numpy as np
+import pytest
+import torch
 
 SIZES = [(375, 1242), (480, 640), (97, 131)]
 
@@ -124,8 +123,8 @@ def test_bad_images_are_rejected(lotus_g, bad):
 def test_task_embedding_is_sin_cos_of_switch():
     expected = torch.tensor([[np.sin(1.0), 0.0, np.cos(1.0), 1.0]], dtype=torch.float32)
     assert torch.allclose(task_embedding(True), expected)
-    assert torch.allclose(task_embedding(False),
-                          torch.tensor([[0.0, np.sin(1.0), 1.0, np.cos(1.0)]], dtype=torch.float32))
+    expected = torch.tensor([[0.0, np.sin(1.0), 1.0, np.cos(1.0)]], dtype=torch.float32)
+    assert torch.allclose(task_embedding(False), expected)
 
 
 def test_empty_prompt_is_not_padded(checkpoints):

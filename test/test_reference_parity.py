@@ -13,13 +13,12 @@ import os
 import sys
 import types
 
+from densepred_ros.models import load_predictor, PredictorOptions
+from densepred_ros.testing import write_tiny_lotus
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from densepred_ros.models import load_predictor, PredictorOptions
-from densepred_ros.testing import write_tiny_lotus
 
 REFERENCE = os.environ.get('DENSEPRED_LOTUS_REFERENCE', '')
 pytestmark = [

@@ -13,12 +13,11 @@ UNet at t = 999, decode, map [-1, 1] → [0, 1], channel mean for depth.
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from densepred_ros.models import runtime
 from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
 from densepred_ros.models.loading import CheckpointError, default_resolution
+import numpy as np
+import torch
 
 TIMESTEP = 999
 VAE_MULTIPLE = 8

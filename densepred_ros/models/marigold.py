@@ -9,12 +9,11 @@ behind the same `Predictor` interface as Lotus.
 import importlib.util
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from densepred_ros.models import runtime
 from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
 from densepred_ros.models.loading import CheckpointError
+import numpy as np
+import torch
 
 
 class MarigoldPredictor:
