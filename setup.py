@@ -43,7 +43,6 @@ setup(
     maintainer_email='maintainer@example.com',
     description='Single-step diffusion depth and normals with lidar scale for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'densepred = densepred_ros.cli:main',

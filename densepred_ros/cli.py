@@ -102,13 +102,14 @@ def run_demo(args: argparse.Namespace) -> int:
           'Lotus-G checkpoint. The picture shows that the pipeline runs, not real depth.')
     checkpoint = write_tiny_lotus(output / 'tiny_lotus_g', variant='g')
     image = _demo_image(args.height, args.width)
-    image_path = output / 'input.png'
+    (output / 'input').mkdir(exist_ok=True)
+    image_path = output / 'input' / 'scene.png'
     _write_png(image_path, image)
     predict_args = build_parser().parse_args([
         'predict', '--model', str(checkpoint), '--input', str(image_path),
         '--output', str(output), '--processing-resolution', '0', '--device', 'cpu'])
     code = run_predict(predict_args)
-    print(f'wrote {output}/input.npy and {output}/input.png')
+    print(f'input: {image_path}; prediction: {output}/scene.npy and {output}/scene.png')
     return code
 
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from densepred_ros.models.loading import quiet_libraries
 import torch
 
 LOTUS_CLASS_NAMES = {'g': 'LotusGPipeline', 'd': 'LotusDPipeline'}
@@ -143,6 +144,7 @@ def write_tiny_lotus(path: os.PathLike, variant: str = 'g', space: str = 'depth'
     """
     if variant not in LOTUS_CLASS_NAMES:
         raise ValueError(f"variant must be 'g' or 'd', got {variant!r}")
+    quiet_libraries()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -173,6 +175,7 @@ def write_tiny_marigold(path: os.PathLike, task: str = 'depth', seed: int = 0,
     """
     from diffusers import MarigoldDepthPipeline, MarigoldNormalsPipeline
     from transformers import CLIPTokenizer
+    quiet_libraries()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -158,7 +158,7 @@ def detect_space(path: Path, source: str, override: Optional[str] = None) -> str
     return DEPTH
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Silence the libraries' progress bars and info chatter (errors still show)."""
     import diffusers
     import transformers
@@ -185,7 +185,7 @@ def load_predictor(source: str, options: Optional[PredictorOptions] = None,
         ValueError: an option is invalid.
     """
     options = options or PredictorOptions()
-    _quiet_libraries()
+    quiet_libraries()
     path = resolve_checkpoint(source)
     check_layout(path, allow_pickle=allow_pickle)
     if family == 'auto':

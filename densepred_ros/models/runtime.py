@@ -44,7 +44,7 @@ def check_rgb(rgb: np.ndarray) -> None:
 
 def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """Return a 1×3×H×W float32 tensor in [-1, 1] from an H×W×3 uint8 image."""
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    tensor = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None]  # a copy
     return tensor.float() / 127.5 - 1.0
 
 
