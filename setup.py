@@ -46,6 +46,7 @@ setup(
     entry_points={
         'console_scripts': [
             'densepred = densepred_ros.cli:main',
+            'depth_node = densepred_ros.node:main',
         ],
     },
 )

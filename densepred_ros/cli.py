@@ -92,37 +92,6 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Write a tiny random-weight checkpoint and a generated image, then predict on it."""
-    from densepred_ros.testing import write_tiny_lotus
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    print('densepred demo: the node and the bundled demo model are not here yet, so this '
-          'runs `densepred predict` on a generated image with a generated (random-weight) '
-          'Lotus-G checkpoint. The picture shows that the pipeline runs, not real depth.')
-    checkpoint = write_tiny_lotus(output / 'tiny_lotus_g', variant='g')
-    image = _demo_image(args.height, args.width)
-    (output / 'input').mkdir(exist_ok=True)
-    image_path = output / 'input' / 'scene.png'
-    _write_png(image_path, image)
-    predict_args = build_parser().parse_args([
-        'predict', '--model', str(checkpoint), '--input', str(image_path),
-        '--output', str(output), '--processing-resolution', '0', '--device', 'cpu'])
-    code = run_predict(predict_args)
-    print(f'input: {image_path}; prediction: {output}/scene.npy and {output}/scene.png')
-    return code
-
-
-def _demo_image(height: int, width: int) -> np.ndarray:
-    try:
-        from densepred_ros.synthetic import make_frame
-        return make_frame(0, kind='outdoor', width=width, height=height).rgb
-    except ImportError:
-        v, u = np.mgrid[0:height, 0:width]
-        return np.stack([u * 255 // width, v * 255 // height,
-                         np.full_like(u, 128)], axis=-1).astype(np.uint8)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the `densepred` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -136,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--output', required=True, help='output folder')
     predict.set_defaults(func=run_predict)
 
-    demo = sub.add_parser('demo', help='run the main job on generated data')
-    demo.add_argument('--output', default='demo_output')
-    demo.add_argument('--height', type=int, default=192)
-    demo.add_argument('--width', type=int, default=256)
-    demo.set_defaults(func=run_demo)
+    from densepred_ros import demo as demo_module
+    demo = sub.add_parser('demo', help='run the depth node on a generated camera + lidar '
+                                       'sequence (or real images) and write pictures, metrics')
+    demo_module.add_arguments(demo)
+    demo.set_defaults(func=demo_module.run)
 
     try:
         from densepred_ros import evaluation

@@ -1,5 +1,6 @@
 """The `densepred` command line."""
 
+import json
 import subprocess
 import sys
 
@@ -55,6 +56,12 @@ def test_bad_model_is_an_error_not_a_traceback(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
-def test_demo_runs_on_generated_data(tmp_path):
-    assert main(['demo', '--output', str(tmp_path), '--height', '64', '--width', '96']) == 0
-    assert np.load(tmp_path / 'scene.npy').shape == (64, 96)
+def test_demo_runs_the_node_on_generated_frames(checkpoints, tmp_path):
+    code = main(['demo', '--output', str(tmp_path), '--frames', '2', '--width', '96',
+                 '--height', '72', '--model', str(checkpoints['lotus_g']),
+                 '--processing-resolution', '64'])
+    assert code == 0
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert metrics['summary']['frames_with_output'] == 2
+    with Image.open(tmp_path / 'frame_001.png') as picture:
+        assert picture.size == (4 * 96, 72)

@@ -1,0 +1,597 @@
+"""Metric alignment of affine-invariant depth or disparity to sparse lidar depths (numpy only).
+
+A relative prediction `d` (H×W, the model's [0, 1] space) is related to metric depth z by an
+unknown affine map in the model's own space:
+
+    depth models      z   ≈ s·d + t
+    disparity models  1/z ≈ s·d + t        (s > 0 in both)
+
+`align` fits (s, t) to projected lidar points robustly (2-point RANSAC with a fixed seed,
+all hypotheses drawn at once, then a weighted least-squares refit on the inliers with a few
+Huber reweighting passes), checks the fit against quality gates and returns the metric
+depth image (REP 117/118: float32 metres, NaN unknown, +inf beyond range). Nothing below
+the gates is returned as depth. Residuals are measured in the prediction's own normalised
+units by default (`AlignmentConfig.residual='prediction'`); relative-error weighting
+(`'relative'`) is available. On data whose error lives in the prediction's space (smooth
+error of the relative map), the relative weighting was measured at up to 1.4× the oracle's
+AbsRel in disparity space against 1.06× for the default.
+
+Temporal stability: the model renormalises every frame, so (s, t) are not comparable
+between frames. What is stable is the metric value of fixed percentiles of the prediction
+(the "anchors", e.g. the 5th and 95th percentile of d mapped through the fit). The prior
+carries smoothed anchors; each frame maps them back to an (s, t) for its own percentiles.
+`align(..., prior=...)` is pure; `TemporalAligner` keeps the prior between frames.
+"""
+
+from dataclasses import dataclass, replace
+import math
+from typing import Optional, Tuple
+
+import numpy as np
+
+DEPTH = 'depth'
+DISPARITY = 'disparity'
+SPACES = (DEPTH, DISPARITY)
+
+#: AlignmentResult.temporal values.
+TEMPORAL_NONE = 'none'        # failed frame: no temporal step, prior reset
+TEMPORAL_INIT = 'init'        # no usable prior: this frame's fit starts a new prior
+TEMPORAL_BLENDED = 'blended'  # anchors blended into the prior
+TEMPORAL_GATED = 'gated'      # anchors jumped: the prior's anchors were used, frame ignored
+TEMPORAL_RESET = 'reset'      # too many consecutive jumps: this frame's fit replaced the prior
+
+_IRLS_POINTS = 4096  # points per early reweighting pass (see _irls)
+
+
+@dataclass(frozen=True)
+class AlignmentConfig:
+    """Parameters of `align`; the defaults suit 10 Hz lidar with 100–100 000 points.
+
+    Attributes:
+        min_points: fewest valid points (finite prediction and depth) to attempt a fit.
+        min_inliers: fewest inliers of an accepted fit.
+        min_inlier_ratio: smallest inliers / valid points of an accepted fit.
+        residual: how a point's misfit is measured, with y = z (depth models) or 1/z
+            (disparity models) and ŷ = s·d + t. 'prediction' (default): (ŷ − y) / s in
+            units of the prediction's anchor spread (d at the high minus the low anchor
+            percentile), unweighted least squares, i.e. errors homoscedastic in the
+            model's normalised space. 'relative': ŷ / y − 1, least squares on relative
+            errors (weights 1/y²), i.e. errors proportional to y.
+        inlier_threshold: a point is an inlier if |residual| < this.
+        ransac_iterations: 2-point hypotheses drawn (all at once).
+        ransac_max_points: points scored per hypothesis (random subset beyond this).
+        seed: seed of the random draws; a fixed seed makes `align` deterministic.
+        huber_iterations: reweighted refits after RANSAC.
+        huber_k: Huber constant in units of the robust residual σ (1.4826·MAD).
+        min_spread: degenerate if the inliers' spread of d (10th–90th percentile) is
+            below this fraction of the image's anchor spread: the shift is not identifiable
+            and a scale-only fit with the prior's shift is used (failure without a prior).
+        near_limit: depths below this are clamped to it, metres.
+        far_limit: depths beyond this (and disparities <= 1/far_limit) become +inf, metres.
+        min_positive_fraction: depth models only: smallest fraction of the image with
+            s·d + t > 0 for a plausible fit.
+        min_finite_fraction: smallest fraction of the image with finite aligned depth
+            (not beyond far_limit) for a plausible fit.
+        anchor_percentiles: percentiles of d (0–100) whose metric values are the anchors.
+        smoothing: weight of the new frame when blending anchors (1 = no smoothing).
+        max_anchor_jump: a frame whose anchors differ from the prior's by more than this
+            relative amount is not blended in (gated).
+        max_rejections: after this many consecutive gated frames the prior is replaced by
+            the current frame's fit (the scene really changed).
+        stats_stride: pixel stride of the subsample used for image percentiles.
+    """
+
+    min_points: int = 30
+    min_inliers: int = 20
+    min_inlier_ratio: float = 0.5
+    residual: str = 'prediction'
+    inlier_threshold: float = 0.08
+    ransac_iterations: int = 256
+    ransac_max_points: int = 1000
+    seed: int = 0
+    huber_iterations: int = 3
+    huber_k: float = 1.345
+    min_spread: float = 0.05
+    near_limit: float = 0.05
+    far_limit: float = 80.0
+    min_positive_fraction: float = 0.9
+    min_finite_fraction: float = 0.2
+    anchor_percentiles: Tuple[float, float] = (5.0, 95.0)
+    smoothing: float = 0.5
+    max_anchor_jump: float = 0.3
+    max_rejections: int = 3
+    stats_stride: int = 4
+
+    def __post_init__(self) -> None:
+        """Check every parameter's range (ValueError naming the parameter)."""
+        checks = {
+            'min_points': self.min_points >= 2,
+            'min_inliers': self.min_inliers >= 2,
+            'min_inlier_ratio': 0.0 <= self.min_inlier_ratio <= 1.0,
+            'residual': self.residual in ('prediction', 'relative'),
+            'inlier_threshold': self.inlier_threshold > 0.0,
+            'ransac_iterations': self.ransac_iterations >= 1,
+            'ransac_max_points': self.ransac_max_points >= 2,
+            'huber_iterations': self.huber_iterations >= 0,
+            'huber_k': self.huber_k > 0.0,
+            'min_spread': 0.0 <= self.min_spread < 1.0,
+            'near_limit': 0.0 < self.near_limit < self.far_limit,
+            'far_limit': self.far_limit > 0.0,
+            'min_positive_fraction': 0.0 <= self.min_positive_fraction <= 1.0,
+            'min_finite_fraction': 0.0 <= self.min_finite_fraction <= 1.0,
+            'anchor_percentiles': (len(self.anchor_percentiles) == 2
+                                   and 0.0 <= self.anchor_percentiles[0]
+                                   < self.anchor_percentiles[1] <= 100.0),
+            'smoothing': 0.0 < self.smoothing <= 1.0,
+            'max_anchor_jump': self.max_anchor_jump > 0.0,
+            'max_rejections': self.max_rejections >= 1,
+            'stats_stride': self.stats_stride >= 1,
+        }
+        for name, good in checks.items():
+            if not good:
+                raise ValueError(f'invalid alignment parameter {name}={getattr(self, name)!r}')
+
+
+@dataclass(frozen=True)
+class AlignmentPrior:
+    """Temporal state passed from one frame to the next.
+
+    Attributes:
+        space: 'depth' or 'disparity' (the model's space; a prior is only valid for it).
+        percentiles: the percentiles of d (0–100) the anchors belong to.
+        anchors: model-space values (metres for depth, 1/metres for disparity) of the
+            prediction at those percentiles, smoothed over frames; anchors[1] > anchors[0].
+        rejections: consecutive frames gated so far.
+        frames: frames blended into the anchors since the last (re)start.
+    """
+
+    space: str
+    percentiles: Tuple[float, float]
+    anchors: Tuple[float, float]
+    rejections: int = 0
+    frames: int = 1
+
+    def affine_for(self, d_lo: float, d_hi: float) -> Tuple[float, float]:
+        """Return (s, t) mapping a frame's percentile values d_lo < d_hi onto the anchors."""
+        s = (self.anchors[1] - self.anchors[0]) / (d_hi - d_lo)
+        return s, self.anchors[0] - s * d_lo
+
+    @property
+    def anchor_depths(self) -> Tuple[float, float]:
+        """Metric depths of the anchors in metres (+inf for a non-positive disparity)."""
+        if self.space == DEPTH:
+            return float(self.anchors[0]), float(self.anchors[1])
+        return tuple(1.0 / a if a > 0.0 else math.inf for a in self.anchors)
+
+
+@dataclass(frozen=True)
+class AlignmentResult:
+    """Outcome of `align` for one frame.
+
+    Attributes:
+        ok: True when `depth` holds a metric depth image.
+        reason: why not ok ('' when ok).
+        depth: H×W float32 metres along the optical axis; NaN unknown (NaN prediction or a
+            non-positive depth), +inf beyond `far_limit` or sky; None when not ok.
+        space: the model space the fit was made in.
+        scale, shift: (s, t) applied to the prediction (after temporal smoothing), model
+            space: z = s·d + t or 1/z = s·d + t; NaN when not ok.
+        n_points: valid lidar points used (finite prediction and positive depth).
+        n_inliers: inliers of this frame's fit.
+        median_rel_error, p90_rel_error: median / 90th percentile of |ẑ − z| / z over the
+            inliers with the applied (s, t); NaN when not ok.
+        scale_only: True when the shift came from the prior (degenerate spread of d).
+        temporal: 'none', 'init', 'blended', 'gated' or 'reset' (see module constants).
+        prior: the state to pass to the next frame (None after a failure: reset).
+    """
+
+    ok: bool
+    reason: str
+    depth: Optional[np.ndarray]
+    space: str
+    scale: float = math.nan
+    shift: float = math.nan
+    n_points: int = 0
+    n_inliers: int = 0
+    median_rel_error: float = math.nan
+    p90_rel_error: float = math.nan
+    scale_only: bool = False
+    temporal: str = TEMPORAL_NONE
+    prior: Optional[AlignmentPrior] = None
+
+    @property
+    def inlier_ratio(self) -> float:
+        """n_inliers / n_points (0 without points)."""
+        return self.n_inliers / self.n_points if self.n_points else 0.0
+
+
+@dataclass(frozen=True)
+class _Fit:
+    s: float
+    t: float
+    inliers: np.ndarray
+    scale_only: bool
+
+
+def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
+          prior: Optional[AlignmentPrior] = None,
+          config: Optional[AlignmentConfig] = None) -> AlignmentResult:
+    """Fit a relative prediction to sparse metric depths and return metric depth.
+
+    Args:
+        relative: H×W float prediction in the model's space (affine-invariant, typically
+            [0, 1]); NaN marks unknown pixels.
+        space: 'depth' (z ≈ s·d + t) or 'disparity' (1/z ≈ s·d + t).
+        uv: N×2 integer pixel coordinates (column u, row v) of the lidar points in this
+            prediction's resolution (see `camera.project_points`).
+        z: N depths of those points along the optical axis, metres (non-finite or
+            non-positive values are ignored).
+        prior: the previous frame's `AlignmentResult.prior`, or None.
+        config: parameters; None uses `AlignmentConfig()`.
+
+    Returns:
+        An AlignmentResult; `ok` is False (with `reason`, no depth, prior reset) when the
+        points are too few, degenerate without a prior, inconsistent (too few inliers) or
+        the fit is implausible.
+
+    Raises:
+        ValueError: for malformed inputs (shapes, unknown space, pixels outside the image,
+            a prior of another space or percentiles).
+    """
+    cfg = config if config is not None else AlignmentConfig()
+    rel = _check_relative(relative)
+    if space not in SPACES:
+        raise ValueError(f'unknown prediction space {space!r}; expected one of {SPACES}')
+    uv, z = _check_points(uv, z, rel.shape)
+    if prior is not None and (prior.space != space
+                              or tuple(prior.percentiles) != tuple(cfg.anchor_percentiles)):
+        raise ValueError(f'prior for space {prior.space!r} at percentiles {prior.percentiles} '
+                         f'does not match space {space!r} at {cfg.anchor_percentiles}')
+
+    def fail(reason: str, n_points: int = 0, n_inliers: int = 0) -> AlignmentResult:
+        return AlignmentResult(ok=False, reason=reason, depth=None, space=space,
+                               n_points=n_points, n_inliers=n_inliers)
+
+    # 1. Image statistics: the anchor percentiles of the prediction.
+    sample = rel[::cfg.stats_stride, ::cfg.stats_stride]
+    sample = sample[np.isfinite(sample)].astype(np.float64)
+    if sample.size < 2:
+        return fail('prediction has no finite values')
+    d_lo, d_hi = np.percentile(sample, cfg.anchor_percentiles)
+    if not d_hi > d_lo:
+        return fail(f'prediction is constant between its anchor percentiles ({d_lo:.6g})')
+
+    # 2. Samples: prediction at the lidar pixels and the target in the model's space.
+    d = rel[uv[:, 1], uv[:, 0]].astype(np.float64)
+    valid = np.isfinite(d) & np.isfinite(z) & (z > 0.0)
+    d, zv = d[valid], z[valid].astype(np.float64)
+    y = zv if space == DEPTH else 1.0 / zv
+    n = int(d.size)
+    if n < cfg.min_points:
+        return fail(f'too few valid lidar points: {n} < min_points={cfg.min_points}', n)
+
+    # 3. Robust fit (or scale-only with the prior's shift when d has no spread).
+    rng = np.random.default_rng(cfg.seed)
+    min_spread = cfg.min_spread * (d_hi - d_lo)
+    res = _Residual(cfg.residual, y, d_hi - d_lo)
+    fit = None
+    if _spread(d) >= min_spread:
+        fit = _fit_affine(d, y, res, cfg, rng)
+        if fit is None:
+            return fail('no consistent affine fit (no hypothesis with scale > 0)', n)
+        gate = _gate(fit, n, cfg)
+        if gate:
+            return fail(gate, n, int(fit.inliers.sum()))
+        if _spread(d[fit.inliers]) < min_spread:
+            fit = None
+    if fit is None:
+        if prior is None:
+            return fail(f'degenerate points: the spread of the prediction at the points is '
+                        f"below min_spread={cfg.min_spread} of the image's, and there is "
+                        f'no prior to take the shift from', n)
+        _, t_prior = prior.affine_for(d_lo, d_hi)
+        fit = _fit_scale_only(d, y, t_prior, res, cfg, rng)
+        if fit is None:
+            return fail('degenerate points and no positive scale-only fit', n)
+        gate = _gate(fit, n, cfg)
+        if gate:
+            return fail(gate, n, int(fit.inliers.sum()))
+    n_inl = int(fit.inliers.sum())
+
+    # 4. Temporal step on the metric anchors.
+    frame_anchors = (fit.s * d_lo + fit.t, fit.s * d_hi + fit.t)
+    s, t, state, new_prior = _temporal(prior, frame_anchors, fit, d_lo, d_hi, space, cfg)
+
+    # 5. Plausibility of the applied (s, t) over the image, then the depth image.
+    ys = s * sample + t
+    if space == DEPTH:
+        positive = float(np.mean(ys > 0.0))
+        finite = float(np.mean((ys > 0.0) & (ys <= cfg.far_limit)))
+        if positive < cfg.min_positive_fraction:
+            return fail(f'implausible fit: depth positive on only {positive:.0%} of the '
+                        f'image (< min_positive_fraction={cfg.min_positive_fraction})',
+                        n, n_inl)
+    else:
+        finite = float(np.mean(ys > 1.0 / cfg.far_limit))
+    if finite < cfg.min_finite_fraction:
+        return fail(f'implausible fit: depth finite on only {finite:.0%} of the image '
+                    f'(< min_finite_fraction={cfg.min_finite_fraction})', n, n_inl)
+    depth = to_metric(rel.astype(np.float32, copy=False), space, s, t, cfg.near_limit,
+                      cfg.far_limit)
+    z_hat = to_metric(d[fit.inliers], space, s, t, cfg.near_limit, cfg.far_limit)
+    err = np.abs(z_hat - zv[fit.inliers]) / zv[fit.inliers]
+    err = np.where(np.isnan(err), np.inf, err)
+    return AlignmentResult(
+        ok=True, reason='', depth=depth, space=space, scale=float(s), shift=float(t),
+        n_points=n, n_inliers=n_inl, median_rel_error=float(np.median(err)),
+        p90_rel_error=float(np.percentile(err, 90)), scale_only=fit.scale_only,
+        temporal=state, prior=new_prior)
+
+
+def to_metric(relative: np.ndarray, space: str, scale: float, shift: float,
+              near_limit: float, far_limit: float) -> np.ndarray:
+    """Apply (s, t) in the model's space and return metric depth (REP 117/118 values).
+
+    Depth space: z = s·d + t; z <= 0 → NaN (unknown). Disparity space: z = 1 / (s·d + t);
+    a disparity <= 1/far_limit (including negative ones) → +inf. In both, z > far_limit →
+    +inf, 0 < z < near_limit → near_limit, NaN input → NaN.
+
+    Args:
+        relative: prediction array of any shape (float32 output for float32 input).
+        space: 'depth' or 'disparity'.
+        scale, shift: (s, t).
+        near_limit, far_limit: metres.
+    """
+    rel = np.asarray(relative)
+    dtype = np.float32 if rel.dtype == np.float32 else np.float64
+    y = rel * dtype(scale)
+    y += dtype(shift)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        if space == DEPTH:
+            z = y
+            z[z <= 0.0] = np.nan
+        else:
+            z = np.reciprocal(y)
+            z[y <= dtype(1.0 / far_limit)] = np.inf
+        z[z > far_limit] = np.inf
+        np.maximum(z, dtype(near_limit), out=z)
+    return z
+
+
+def _gate(fit: _Fit, n: int, cfg: AlignmentConfig) -> str:
+    """Return why the fit's inliers are insufficient ('' when they pass)."""
+    n_inl = int(fit.inliers.sum())
+    if n_inl < cfg.min_inliers:
+        return f'too few inliers: {n_inl} < min_inliers={cfg.min_inliers}'
+    if n_inl < cfg.min_inlier_ratio * n:
+        return f'inlier ratio {n_inl / n:.2f} < min_inlier_ratio={cfg.min_inlier_ratio}'
+    return ''
+
+
+def _check_relative(relative: np.ndarray) -> np.ndarray:
+    rel = np.asarray(relative)
+    if rel.ndim != 2 or rel.shape[0] < 1 or rel.shape[1] < 1:
+        raise ValueError(f'relative must be an H×W array, got shape {rel.shape}')
+    if not np.issubdtype(rel.dtype, np.floating):
+        raise ValueError(f'relative must be a float array, got dtype {rel.dtype}')
+    return rel
+
+
+def _check_points(uv: np.ndarray, z: np.ndarray,
+                  shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    uv = np.asarray(uv)
+    z = np.asarray(z)
+    if uv.ndim != 2 or uv.shape[1] != 2 or not np.issubdtype(uv.dtype, np.integer):
+        raise ValueError(f'uv must be an N×2 integer array, got shape {uv.shape} '
+                         f'dtype {uv.dtype}')
+    if z.shape != (uv.shape[0],):
+        raise ValueError(f'z must have shape ({uv.shape[0]},) to match uv, got {z.shape}')
+    if uv.size:
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        if lo.min() < 0 or hi[0] >= shape[1] or hi[1] >= shape[0]:
+            raise ValueError(f'uv has pixels outside the {shape[1]}x{shape[0]} prediction: '
+                             f'u in [{lo[0]}, {hi[0]}], v in [{lo[1]}, {hi[1]}]')
+    return uv, z
+
+
+def _spread(d: np.ndarray) -> float:
+    """10th–90th percentile range of d (0 for fewer than 2 values)."""
+    if d.size < 2:
+        return 0.0
+    lo, hi = np.percentile(d, (10.0, 90.0))
+    return float(hi - lo)
+
+
+def _wls(d: np.ndarray, y: np.ndarray, w: np.ndarray) -> Optional[Tuple[float, float]]:
+    """Weighted least squares y ≈ s·d + t (centred closed form); None if d has no spread."""
+    sw = w.sum()
+    if not sw > 0.0:
+        return None
+    md = (w * d).sum() / sw
+    my = (w * y).sum() / sw
+    dc = d - md
+    var = (w * dc * dc).sum()
+    if not var > 1e-18 * sw:
+        return None
+    s = (w * dc * (y - my)).sum() / var
+    return float(s), float(my - s * md)
+
+
+def _huber_weights(r: np.ndarray, k: float) -> np.ndarray:
+    """Huber weights min(1, c/|r|) with c = k·1.4826·MAD(r) (MAD from ≤ 2048 residuals)."""
+    a = np.abs(r)
+    step = -(-a.size // 2048)
+    c = k * 1.4826 * float(np.median(a[::step]))
+    if not c > 0.0:
+        return np.ones_like(a)
+    return np.minimum(1.0, c / np.maximum(a, 1e-300))
+
+
+class _Residual:
+    """Residual and base weight of one point under (s, t), by `AlignmentConfig.residual`.
+
+    'prediction': r = (s·d + t − y) / (s·span), the error in units of the prediction's
+    anchor spread, base weight 1 (the errors of an affine-invariant model are about
+    homoscedastic in its own normalised space; this is the oracle's least squares).
+    'relative': r = (s·d + t) / y − 1, base weight 1/y² (least squares on relative error).
+    """
+
+    def __init__(self, mode: str, y: np.ndarray, span: float) -> None:
+        self.relative = mode == 'relative'
+        self.y = y
+        self.inv_y = 1.0 / y
+        self.span = span
+        self.weights = self.inv_y * self.inv_y if self.relative else np.ones_like(y)
+
+    def __call__(self, s, t, d: np.ndarray, index=slice(None)) -> np.ndarray:
+        """Residuals for scalar or column-vector (s, t) of the points `index` (values d)."""
+        if self.relative:
+            return (s * d + t) * self.inv_y[index] - 1.0
+        return (s * d + t - self.y[index]) / (s * self.span)
+
+    def matrix(self, s: np.ndarray, t: np.ndarray, index: np.ndarray,
+               d: np.ndarray) -> np.ndarray:
+        """M×K float32 residuals of M hypotheses at the K points `index` (values d)."""
+        s32 = s.astype(np.float32)[:, None]
+        t32 = t.astype(np.float32)[:, None]
+        d32 = d.astype(np.float32)[None, :]
+        if self.relative:
+            r = s32 * d32
+            r += t32
+            r *= self.inv_y[index].astype(np.float32)[None, :]
+            r -= np.float32(1.0)
+            return r
+        r = self.y[index].astype(np.float32)[None, :] - t32
+        r /= s32
+        np.subtract(d32, r, out=r)
+        r /= np.float32(self.span)
+        return r
+
+
+def _msac_best(residuals: np.ndarray, tau: float) -> int:
+    """Index of the hypothesis (row) with the lowest truncated squared residual sum."""
+    r2 = residuals * residuals
+    return int(np.argmin(np.minimum(r2, np.asarray(tau * tau, r2.dtype)).sum(axis=1)))
+
+
+def _fit_affine(d: np.ndarray, y: np.ndarray, res: _Residual, cfg: AlignmentConfig,
+                rng: np.random.Generator) -> Optional[_Fit]:
+    """RANSAC (2-point, MSAC score, vectorised) then Huber-IRLS refit on the inliers."""
+    n = d.size
+    sub = rng.choice(n, cfg.ransac_max_points, replace=False) if n > cfg.ransac_max_points \
+        else np.arange(n)
+    ds, ys = d[sub], y[sub]
+    m = cfg.ransac_iterations
+    i = rng.integers(0, ds.size, m)
+    j = rng.integers(0, ds.size - 1, m)
+    j += j >= i
+    dd = ds[i] - ds[j]
+    with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
+        s = (ys[i] - ys[j]) / dd
+        t = ys[i] - s * ds[i]
+    good = np.isfinite(s) & np.isfinite(t) & (s > 0.0) & (np.abs(dd) > 1e-12)
+    if not good.any():
+        return None
+    s, t = s[good], t[good]
+    best = _msac_best(res.matrix(s, t, sub, ds), cfg.inlier_threshold)
+    return _irls(d, res, float(s[best]), float(t[best]), False, cfg)
+
+
+def _fit_scale_only(d: np.ndarray, y: np.ndarray, t: float, res: _Residual,
+                    cfg: AlignmentConfig, rng: np.random.Generator) -> Optional[_Fit]:
+    """1-point RANSAC for s with the shift fixed to t, then Huber-IRLS refit."""
+    with np.errstate(invalid='ignore', divide='ignore'):
+        s_all = (y - t) / d
+    cand = np.flatnonzero(np.isfinite(s_all) & (s_all > 0.0))
+    if cand.size == 0:
+        return None
+    s = s_all[rng.choice(cand, min(cand.size, cfg.ransac_iterations), replace=False)]
+    sub = rng.choice(d.size, cfg.ransac_max_points, replace=False) \
+        if d.size > cfg.ransac_max_points else np.arange(d.size)
+    best = _msac_best(res.matrix(s, np.full_like(s, t), sub, d[sub]), cfg.inlier_threshold)
+    return _irls(d, res, float(s[best]), t, True, cfg)
+
+
+def _irls(d: np.ndarray, res: _Residual, s: float, t: float, fixed_t: bool,
+          cfg: AlignmentConfig) -> Optional[_Fit]:
+    """Weighted least squares on the inliers, Huber-reweighted; inliers re-selected each pass.
+
+    Weights are the residual's base weights times Huber weights of the current residuals.
+    With fixed_t only the scale is refitted. Beyond _IRLS_POINTS points the early passes
+    use an evenly strided subset; the last pass always uses every point.
+    """
+    step = -(-d.size // _IRLS_POINTS)
+    subset = np.arange(0, d.size, step) if step > 1 else slice(None)
+    passes = [subset] * cfg.huber_iterations + [slice(None)]
+    tau = cfg.inlier_threshold
+    for index in passes:
+        ds, ys = d[index], res.y[index]
+        r = res(s, t, ds, index)
+        inl = np.abs(r) < tau
+        if inl.sum() < 2:
+            break
+        w = res.weights[index][inl] * _huber_weights(r[inl], cfg.huber_k)
+        ds, ys = ds[inl], ys[inl]
+        if not fixed_t:
+            st = _wls(ds, ys, w)
+            if st is None or not st[0] > 0.0:
+                break
+            s, t = st
+        else:
+            den = (w * ds * ds).sum()
+            s_new = (w * ds * (ys - t)).sum() / den if den > 0.0 else math.nan
+            if not s_new > 0.0:
+                break
+            s = float(s_new)
+    if not s > 0.0:
+        return None
+    return _Fit(s=s, t=t, inliers=np.abs(res(s, t, d)) < tau, scale_only=fixed_t)
+
+
+def _temporal(prior: Optional[AlignmentPrior], anchors: Tuple[float, float], fit: _Fit,
+              d_lo: float, d_hi: float, space: str, cfg: AlignmentConfig):
+    """Gate and blend the frame's anchors with the prior; return (s, t, state, new prior)."""
+    pct = tuple(float(p) for p in cfg.anchor_percentiles)
+    fresh = AlignmentPrior(space=space, percentiles=pct,
+                           anchors=(float(anchors[0]), float(anchors[1])))
+    if prior is None:
+        return fit.s, fit.t, TEMPORAL_INIT, fresh
+    floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
+    jump = max(abs(a - p) / max(abs(p), floor) for a, p in zip(anchors, prior.anchors))
+    if jump > cfg.max_anchor_jump:
+        if prior.rejections + 1 >= cfg.max_rejections:
+            return fit.s, fit.t, TEMPORAL_RESET, fresh
+        s, t = prior.affine_for(d_lo, d_hi)
+        return s, t, TEMPORAL_GATED, replace(prior, rejections=prior.rejections + 1)
+    a = cfg.smoothing
+    blended = tuple(float((1.0 - a) * p + a * q) for p, q in zip(prior.anchors, anchors))
+    new = replace(prior, anchors=blended, rejections=0, frames=prior.frames + 1)
+    s, t = new.affine_for(d_lo, d_hi)
+    return s, t, TEMPORAL_BLENDED, new
+
+
+class TemporalAligner:
+    """Stateful wrapper of `align` that carries the prior from frame to frame."""
+
+    def __init__(self, space: str, config: Optional[AlignmentConfig] = None) -> None:
+        """Create an aligner for one model space ('depth' or 'disparity')."""
+        if space not in SPACES:
+            raise ValueError(f'unknown prediction space {space!r}; expected one of {SPACES}')
+        self.space = space
+        self.config = config if config is not None else AlignmentConfig()
+        self._prior: Optional[AlignmentPrior] = None
+
+    @property
+    def prior(self) -> Optional[AlignmentPrior]:
+        """The state that the next frame starts from (None: no history)."""
+        return self._prior
+
+    def reset(self) -> None:
+        """Forget the history (e.g. after a scene change or a model switch)."""
+        self._prior = None
+
+    def align(self, relative: np.ndarray, uv: np.ndarray, z: np.ndarray) -> AlignmentResult:
+        """Align one frame with the carried prior and keep the result's prior."""
+        result = align(relative, self.space, uv, z, prior=self._prior, config=self.config)
+        self._prior = result.prior
+        return result

@@ -1,0 +1,372 @@
+"""`densepred demo`: the real node, over real rclpy, on a generated camera + lidar sequence.
+
+A player node publishes each generated frame (image, camera_info, lidar scan) to a
+`DepthNode` in the same process, waits for its outputs, and this module writes per frame
+a picture (input | metric depth | normals | point cloud seen from above and behind) and
+the metrics against the scene's ground truth, then the measured rate and latency.
+With `--images DIR` it plays real images instead (no lidar, no ground truth: relative
+depth and normals only).
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import threading
+import time
+from typing import Dict, List, Optional
+
+from densepred_ros import decode, encode, geometry
+import numpy as np
+
+OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'normals/image', 'points')
+FRAME_ID = 'camera_optical_frame'
+DEMO_MODELS = Path(__file__).resolve().parent / 'demo_models'
+
+
+def quaternion_from_matrix(R: np.ndarray) -> List[float]:
+    """Return [qx, qy, qz, qw] of a 3×3 rotation matrix."""
+    R = np.asarray(R, dtype=np.float64)
+    w = np.sqrt(max(0.0, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2.0
+    x = np.sqrt(max(0.0, 1.0 + R[0, 0] - R[1, 1] - R[2, 2])) / 2.0
+    y = np.sqrt(max(0.0, 1.0 - R[0, 0] + R[1, 1] - R[2, 2])) / 2.0
+    z = np.sqrt(max(0.0, 1.0 - R[0, 0] - R[1, 1] + R[2, 2])) / 2.0
+    x = np.copysign(x, R[2, 1] - R[1, 2])
+    y = np.copysign(y, R[0, 2] - R[2, 0])
+    z = np.copysign(z, R[1, 0] - R[0, 1])
+    return [float(x), float(y), float(z), float(w)]
+
+
+def depth_metrics(depth: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
+    """Return AbsRel, δ1 and coverage of metric depth against ground truth (finite pixels)."""
+    valid = np.isfinite(truth) & (truth > 0)
+    predicted = valid & np.isfinite(depth) & (depth > 0)
+    if not predicted.any():
+        return {'abs_rel': float('nan'), 'delta1': float('nan'), 'coverage': 0.0}
+    d, t = depth[predicted], truth[predicted]
+    ratio = np.maximum(d / t, t / d)
+    return {'abs_rel': float(np.mean(np.abs(d - t) / t)),
+            'delta1': float(np.mean(ratio < 1.25)),
+            'coverage': float(predicted.sum() / max(valid.sum(), 1))}
+
+
+def normal_error_degrees(normals: np.ndarray, truth: np.ndarray) -> float:
+    """Return the mean angle in degrees between two H×W×3 normal maps (finite pixels)."""
+    valid = np.isfinite(normals).all(-1) & np.isfinite(truth).all(-1)
+    if not valid.any():
+        return float('nan')
+    cosine = np.clip(np.sum(normals[valid] * truth[valid], axis=-1), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)).mean())
+
+
+def render_points(points: np.ndarray, colors: Optional[np.ndarray], width: int,
+                  height: int) -> np.ndarray:
+    """Render an organized cloud (optical frame, metres) from above and behind the camera.
+
+    Args:
+        points: h×w×3 float32, NaN for invalid points.
+        colors: h×w×3 uint8 colours of the points, or None (coloured by depth).
+        width, height: size of the picture.
+
+    Returns:
+        height×width×3 uint8 picture (black background).
+    """
+    xyz = points.reshape(-1, 3)
+    valid = np.isfinite(xyz).all(axis=1)
+    xyz = xyz[valid].astype(np.float64)
+    if colors is None:
+        rgb = geometry.colorize_depth(points[..., 2]).reshape(-1, 3)[valid]
+    else:
+        rgb = colors.reshape(-1, 3)[valid]
+    picture = np.zeros((height, width, 3), np.uint8)
+    if len(xyz) == 0:
+        return picture
+    extent = float(np.percentile(xyz[:, 2], 95))
+    pitch = np.radians(35.0)                        # look down on the scene
+    rotation = np.array([[1.0, 0.0, 0.0],
+                         [0.0, np.cos(pitch), -np.sin(pitch)],
+                         [0.0, np.sin(pitch), np.cos(pitch)]])
+    eye = np.array([0.0, -0.45 * extent, -0.35 * extent])
+    view = (xyz - eye) @ rotation.T
+    front = view[:, 2] > 0.1
+    view, rgb = view[front], rgb[front]
+    focal = 0.8 * width
+    u = np.round(focal * view[:, 0] / view[:, 2] + width / 2).astype(np.int64)
+    v = np.round(focal * view[:, 1] / view[:, 2] + height / 2).astype(np.int64)
+    inside = (u >= 0) & (u < width - 1) & (v >= 0) & (v < height - 1)
+    u, v, z, rgb = u[inside], v[inside], view[inside, 2], rgb[inside]
+    order = np.argsort(-z)                          # far first, near points drawn last
+    for du in (0, 1):
+        for dv in (0, 1):
+            picture[v[order] + dv, u[order] + du] = rgb[order]
+    return picture
+
+
+class _Player:
+    """A DepthNode plus a node that plays frames to it and collects its outputs."""
+
+    def __init__(self, parameters: Dict[str, object]) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        from densepred_ros.node import DepthNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=100 + os.getpid() % 100)
+        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.node = DepthNode(context=self.context, parameter_overrides=[
+            Parameter(name, value=value) for name, value in parameters.items()])
+        self.player = Node('densepred_demo_player', context=self.context)
+        self.image_pub = self.player.create_publisher(Image, 'image', reliable)
+        self.info_pub = self.player.create_publisher(CameraInfo, 'camera_info', reliable)
+        self.lidar_pub = self.player.create_publisher(PointCloud2, 'lidar', reliable)
+        self.lock = threading.Lock()
+        self.received: Dict[str, dict] = {topic: {} for topic in OUTPUT_TOPICS}
+        self.arrival: Dict[int, float] = {}
+        types = {'depth/image': Image, 'depth/relative': Image, 'normals/image': Image,
+                 'points': PointCloud2}
+        for topic in OUTPUT_TOPICS:
+            self.player.create_subscription(
+                types[topic], topic, lambda msg, t=topic: self._store(t, msg), reliable)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.player)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _store(self, topic: str, msg) -> None:
+        key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        with self.lock:
+            self.received[topic][key] = msg
+            self.arrival.setdefault(key, time.monotonic())
+
+    def start(self) -> bool:
+        return self.node.start()
+
+    def play(self, rgb, camera, points=None, timeout: float = 60.0) -> Optional[dict]:
+        """Publish one frame and wait for its outputs; return them by topic (None if absent).
+
+        The node publishes a frame's outputs together, `depth/relative` always; the
+        others (metric depth, normals, points) only when the alignment succeeded.
+        """
+        from std_msgs.msg import Header
+        header = Header(frame_id=FRAME_ID)
+        header.stamp = self.player.get_clock().now().to_msg()
+        key = header.stamp.sec * 10**9 + header.stamp.nanosec
+        self.info_pub.publish(encode.camera_info_for(camera, header, camera.width,
+                                                     camera.height))
+        if points is not None:
+            lidar_header = Header(frame_id='lidar', stamp=header.stamp)
+            self.lidar_pub.publish(encode.points_to_pointcloud2(points, lidar_header))
+        time.sleep(0.05)          # let camera_info and the scan arrive first
+        sent = time.monotonic()
+        self.image_pub.publish(encode.rgb_to_image(rgb, header))
+        deadline = sent + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                done = key in self.received['depth/relative']
+            if done:
+                time.sleep(0.3)   # the frame's other outputs follow within milliseconds
+                with self.lock:
+                    outputs = {t: self.received[t].get(key) for t in OUTPUT_TOPICS}
+                    outputs['latency'] = self.received_at(key) - sent
+                return outputs
+            time.sleep(0.01)
+        return None
+
+    def received_at(self, key: int) -> float:
+        """Return when the first output of a frame arrived (monotonic seconds)."""
+        return self.arrival[key]
+
+    def close(self) -> None:
+        import rclpy
+        self.node.close()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.player.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _default_model() -> Optional[Path]:
+    candidate = DEMO_MODELS / 'depth'
+    return candidate if (candidate / 'model_index.json').is_file() else None
+
+
+def _load_images(folder: Path) -> List[np.ndarray]:
+    from PIL import Image
+    paths = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in ('.png', '.jpg', '.jpeg', '.bmp'))
+    if not paths:
+        raise ValueError(f'no .png/.jpg images in {folder}')
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(np.asarray(image.convert('RGB'), dtype=np.uint8).copy())
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; return the exit code."""
+    from PIL import Image as PILImage
+
+    from densepred_ros.camera import CameraModel
+    from densepred_ros.synthetic import make_sequence
+    from densepred_ros.testing import write_tiny_lotus
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model) if args.model else _default_model()
+    if model is None:
+        model = write_tiny_lotus(output / 'tiny_lotus_g', variant='g')
+        print('note: no bundled demo model found, so the node runs a generated random-weight '
+              'checkpoint: the pictures show the plumbing, not real depth.')
+    frames, images = [], []
+    if args.images:
+        images = _load_images(Path(args.images))[:args.frames]
+    else:
+        frames = make_sequence(args.seed, args.frames, kind=args.kind, width=args.width,
+                               height=args.height, beams=args.beams, rate_hz=10.0)
+    parameters = {
+        'model.path': str(model), 'model.device': args.device,
+        'model.processing_resolution': args.processing_resolution,
+        'qos.input_reliability': 'reliable', 'alignment.use_tf': False,
+        'alignment.enabled': bool(frames), 'max_age': 0.0, 'output.points_stride': 2,
+    }
+    if frames:
+        T = frames[0].T_cam_lidar
+        parameters['alignment.extrinsic'] = [float(x) for x in T[:3, 3]] + \
+            quaternion_from_matrix(T[:3, :3])
+    print(f'densepred demo: {len(frames) or len(images)} frames through the depth node, '
+          f'model {model}')
+    player = _Player(parameters)
+    results = []
+    try:
+        if not player.start():
+            print('error: the node failed to configure (see the log above)')
+            return 1
+        started = time.monotonic()
+        count = len(frames) or len(images)
+        for index in range(count):
+            if frames:
+                frame = frames[index]
+                rgb, camera, points = frame.rgb, frame.camera, frame.lidar_points
+            else:
+                rgb, points = images[index], None
+                h, w = rgb.shape[:2]
+                camera = CameraModel.pinhole(0.8 * w, 0.8 * w, (w - 1) / 2, (h - 1) / 2, w, h)
+            outputs = player.play(rgb, camera, points)
+            if outputs is None:
+                print(f'frame {index}: no output within the time limit')
+                results.append({'frame': index, 'ok': False})
+                continue
+            results.append(_save_frame(output, index, rgb, outputs,
+                                       frames[index] if frames else None, PILImage))
+            print(_frame_line(results[-1]))
+        elapsed = time.monotonic() - started
+    finally:
+        player.close()
+    return _summary(output, results, elapsed, count)
+
+
+def _save_frame(output: Path, index: int, rgb: np.ndarray, outputs: dict, frame,
+                pil) -> dict:
+    height, width = rgb.shape[:2]
+    result = {'frame': index, 'ok': True, 'latency_s': outputs['latency']}
+    depth_msg = outputs.get('depth/image')
+    if depth_msg is not None:
+        depth = decode.image_to_depth(depth_msg)
+        depth_picture = geometry.colorize_depth(depth)
+    else:
+        depth = None
+        relative = decode.image_to_depth(outputs['depth/relative'])
+        depth_picture = geometry.colorize_depth(relative)
+    normals = None
+    normals_picture = np.zeros_like(rgb)
+    if outputs.get('normals/image') is not None:
+        normals = decode.image_to_float(outputs['normals/image'])
+        normals_picture = geometry.colorize_normals(normals)
+    cloud = np.zeros_like(rgb)
+    if outputs.get('points') is not None:
+        msg = outputs['points']
+        xyz = decode.pointcloud2_to_xyz(msg)
+        # Our own cloud: native float32 x, y, z at 0/4/8 and packed rgb at 16, organized.
+        raw = np.frombuffer(bytes(msg.data), np.float32).reshape(-1, msg.point_step // 4)
+        organized = raw[:, :3]
+        colors = None
+        if msg.point_step >= 20:
+            colors = geometry.unpack_rgb(raw[:, 4].copy()).reshape(msg.height, msg.width, 3)
+        cloud = render_points(organized.reshape(msg.height, msg.width, 3), colors, width,
+                              height)
+        result['points'] = int(len(xyz))
+    picture = np.concatenate([rgb, depth_picture, normals_picture, cloud], axis=1)
+    pil.fromarray(picture).save(output / f'frame_{index:03d}.png')
+    if frame is not None and depth is not None:
+        result.update(depth_metrics(depth, frame.depth))
+    if frame is not None and normals is not None:
+        result['normals_deg'] = normal_error_degrees(normals, frame.normals)
+    if depth is None:
+        result['aligned'] = False
+    return result
+
+
+def _frame_line(result: dict) -> str:
+    parts = [f"frame {result['frame']:3d}: latency {result['latency_s'] * 1000:.0f} ms"]
+    if 'abs_rel' in result:
+        parts.append(f"AbsRel {result['abs_rel']:.3f}  δ1 {result['delta1']:.3f}  "
+                     f"coverage {result['coverage']:.2f}")
+    elif result.get('aligned') is False:
+        parts.append('not aligned: relative depth only')
+    if 'normals_deg' in result:
+        parts.append(f"normals {result['normals_deg']:.1f}°")
+    return '  '.join(parts)
+
+
+def _summary(output: Path, results: List[dict], elapsed: float, count: int) -> int:
+    done = [r for r in results if r.get('ok')]
+    latencies = np.array([r['latency_s'] for r in done]) if done else np.zeros(0)
+    summary = {
+        'frames': count, 'frames_with_output': len(done),
+        'rate_hz': len(done) / elapsed if elapsed > 0 else 0.0,
+        'latency_p50_s': float(np.percentile(latencies, 50)) if len(latencies) else None,
+        'latency_p95_s': float(np.percentile(latencies, 95)) if len(latencies) else None,
+    }
+    for key in ('abs_rel', 'delta1', 'coverage', 'normals_deg'):
+        values = [r[key] for r in done if key in r and np.isfinite(r[key])]
+        if values:
+            summary[key] = float(np.mean(values))
+    (output / 'metrics.json').write_text(json.dumps(
+        {'summary': summary, 'frames': results}, indent=2) + '\n')
+    print(f"\n{summary['frames_with_output']}/{count} frames processed, "
+          f"{summary['rate_hz']:.2f} Hz (played one frame at a time), latency p50 "
+          f"{(summary['latency_p50_s'] or 0) * 1000:.0f} ms, p95 "
+          f"{(summary['latency_p95_s'] or 0) * 1000:.0f} ms")
+    if 'abs_rel' in summary:
+        print(f"metric depth vs ground truth: AbsRel {summary['abs_rel']:.3f}, "
+              f"δ1 {summary['delta1']:.3f}, coverage {summary['coverage']:.2f}")
+    if 'normals_deg' in summary:
+        print(f"normals vs ground truth: mean angular error {summary['normals_deg']:.1f}°")
+    print(f'pictures (input | metric depth | normals | point cloud): {output}/frame_*.png; '
+          f'metrics: {output}/metrics.json')
+    return 0 if len(done) == count else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's options to an argparse parser."""
+    parser.add_argument('--output', default='demo_output')
+    parser.add_argument('--model', default=None,
+                        help='checkpoint (default: the bundled demo model)')
+    parser.add_argument('--images', default=None,
+                        help='a folder of real images to play instead of generated frames')
+    parser.add_argument('--frames', type=int, default=12)
+    parser.add_argument('--kind', default='outdoor', choices=['indoor', 'outdoor'])
+    parser.add_argument('--width', type=int, default=320)
+    parser.add_argument('--height', type=int, default=240)
+    parser.add_argument('--beams', type=int, default=32)
+    parser.add_argument('--seed', type=int, default=1000)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--processing-resolution', type=int, default=-1,
+                        help="model processing resolution; -1 = the model's default")

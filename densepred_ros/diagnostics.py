@@ -1,0 +1,229 @@
+"""Rate, latency and counter statistics for the node's /diagnostics (no ROS imports).
+
+`NodeStatistics` is fed by the callbacks and the worker (thread-safe) and summarised by
+`summary()` into a `DiagnosticSummary`: a level, a one-line message and key/value pairs,
+which node.py turns into a diagnostic_msgs/DiagnosticStatus.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+import math
+import threading
+import time
+from typing import Callable, Deque, List, Optional, Tuple
+
+import numpy as np
+
+OK = 0
+WARN = 1
+ERROR = 2
+
+
+class RateMeter:
+    """Events per second over a sliding time window.
+
+    Args:
+        window: seconds of history the rate is computed over (> 0).
+        clock: monotonic time source in seconds.
+    """
+
+    def __init__(self, window: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """Create a meter with no events."""
+        if not window > 0:
+            raise ValueError(f'window must be > 0 seconds, got {window!r}')
+        self._window = float(window)
+        self._clock = clock
+        self._times: Deque[float] = deque()
+
+    def tick(self) -> None:
+        """Record one event now."""
+        now = self._clock()
+        self._times.append(now)
+        self._trim(now)
+
+    def rate(self) -> float:
+        """Return events per second in the window (0.0 with fewer than two events).
+
+        With n events spanning Δt seconds the rate is (n − 1) / Δt, which is exact for
+        evenly spaced events whatever the window length.
+        """
+        self._trim(self._clock())
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self._window:
+            self._times.popleft()
+
+
+class Percentiles:
+    """Percentiles of the last `size` samples."""
+
+    def __init__(self, size: int = 100) -> None:
+        """Create an empty sample window of the given size (>= 1)."""
+        if int(size) != size or size < 1:
+            raise ValueError(f'size must be a positive integer, got {size!r}')
+        self._samples: Deque[float] = deque(maxlen=int(size))
+
+    def add(self, value: float) -> None:
+        """Record one sample."""
+        self._samples.append(float(value))
+
+    def get(self, *qs: float) -> Tuple[float, ...]:
+        """Return the requested percentiles (0–100) of the window; NaN when empty."""
+        if not self._samples:
+            return tuple(math.nan for _ in qs)
+        return tuple(float(p) for p in np.percentile(np.asarray(self._samples), qs))
+
+    def __len__(self) -> int:
+        """Return the number of samples held."""
+        return len(self._samples)
+
+
+@dataclass(frozen=True)
+class DiagnosticSummary:
+    """What the node reports: level (OK/WARN/ERROR), a message and key/value strings."""
+
+    level: int
+    message: str
+    values: List[Tuple[str, str]]
+
+
+class NodeStatistics:
+    """Counters and windows of the node's work, updated from several threads.
+
+    Args:
+        window: seconds over which rates are computed.
+        clock: monotonic time source in seconds.
+    """
+
+    def __init__(self, window: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """Start with every counter at zero."""
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.input_rate = RateMeter(window, clock)
+        self.output_rate = RateMeter(window, clock)
+        self.latency = Percentiles()
+        self.inference_time = Percentiles()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped_overwritten = 0
+        self.dropped_stale = 0
+        self.decode_errors = 0
+        self.processing_errors = 0
+        self.idle_no_subscribers = False
+        self.alignment_ok: Optional[bool] = None
+        self.alignment_reason = 'no frame yet'
+        self.alignment_inliers = 0
+        self.alignment_points = 0
+        self.alignment_error = math.nan
+        self.alignment_scale = math.nan
+        self.alignment_shift = math.nan
+
+    def record_input(self, replaced: bool) -> None:
+        """Count an image received; replaced: it overwrote one the worker never took."""
+        with self._lock:
+            self.frames_in += 1
+            self.input_rate.tick()
+            if replaced:
+                self.dropped_overwritten += 1
+
+    def record_stale(self) -> None:
+        """Count a frame dropped because it was older than max_age."""
+        with self._lock:
+            self.dropped_stale += 1
+
+    def record_decode_error(self) -> None:
+        """Count a message that could not be decoded (frame skipped)."""
+        with self._lock:
+            self.decode_errors += 1
+
+    def record_processing_error(self) -> None:
+        """Count a frame lost to an unexpected error in the pipeline."""
+        with self._lock:
+            self.processing_errors += 1
+
+    def record_output(self, latency: float, inference_time: float) -> None:
+        """Count a published frame: latency (stamp → publish) and inference time, s."""
+        with self._lock:
+            self.frames_out += 1
+            self.output_rate.tick()
+            self.latency.add(latency)
+            self.inference_time.add(inference_time)
+
+    def record_alignment(self, ok: bool, reason: str, n_points: int = 0, n_inliers: int = 0,
+                         median_rel_error: float = math.nan, scale: float = math.nan,
+                         shift: float = math.nan) -> None:
+        """Store the latest frame's alignment outcome."""
+        with self._lock:
+            self.alignment_ok = ok
+            self.alignment_reason = reason
+            self.alignment_points = int(n_points)
+            self.alignment_inliers = int(n_inliers)
+            self.alignment_error = float(median_rel_error)
+            self.alignment_scale = float(scale)
+            self.alignment_shift = float(shift)
+
+    @property
+    def dropped(self) -> int:
+        """All dropped frames: overwritten before processing plus stale."""
+        return self.dropped_overwritten + self.dropped_stale
+
+    def summary(self, state: str, backend: str = '', device: str = '',
+                alignment_wanted: bool = True) -> DiagnosticSummary:
+        """Summarise the statistics.
+
+        Args:
+            state: lifecycle state label ('active', 'inactive', ...).
+            backend, device: reported as-is.
+            alignment_wanted: whether failing alignment is a warning.
+
+        Returns:
+            WARN when inactive, when images arrive but nothing was published yet, or when
+            alignment is wanted and failing; else OK (also when idle without subscribers).
+        """
+        with self._lock:
+            rate_in, rate_out = self.input_rate.rate(), self.output_rate.rate()
+            p50, p95 = self.latency.get(50, 95)
+            (inference_p50,) = self.inference_time.get(50)
+            if self.alignment_ok is None:
+                alignment = 'no frame yet'
+            else:
+                alignment = 'ok' if self.alignment_ok else self.alignment_reason
+            values = [
+                ('state', state),
+                ('input rate (Hz)', f'{rate_in:.2f}'),
+                ('output rate (Hz)', f'{rate_out:.2f}'),
+                ('latency p50 (s)', f'{p50:.3f}'),
+                ('latency p95 (s)', f'{p95:.3f}'),
+                ('inference time p50 (s)', f'{inference_p50:.3f}'),
+                ('frames in', str(self.frames_in)),
+                ('frames out', str(self.frames_out)),
+                ('dropped (overwritten)', str(self.dropped_overwritten)),
+                ('dropped (stale)', str(self.dropped_stale)),
+                ('decode errors', str(self.decode_errors)),
+                ('processing errors', str(self.processing_errors)),
+                ('alignment', alignment),
+                ('alignment points', str(self.alignment_points)),
+                ('alignment inliers', str(self.alignment_inliers)),
+                ('alignment median rel. error', f'{self.alignment_error:.4f}'),
+                ('alignment scale', f'{self.alignment_scale:.6g}'),
+                ('alignment shift', f'{self.alignment_shift:.6g}'),
+                ('backend', backend),
+                ('device', device),
+            ]
+            if state != 'active':
+                level, message = WARN, f'{state}: not processing'
+            elif self.idle_no_subscribers:
+                level, message = OK, 'idle: no subscribers to any output'
+            elif rate_in > 0 and self.frames_out == 0:
+                level, message = WARN, 'receiving images, nothing published yet'
+            elif alignment_wanted and self.alignment_ok is False:
+                level, message = WARN, f'alignment failing: {self.alignment_reason}'
+            else:
+                level, message = OK, f'publishing at {rate_out:.1f} Hz'
+        return DiagnosticSummary(level=level, message=message, values=values)

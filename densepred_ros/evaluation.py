@@ -1,0 +1,370 @@
+"""`densepred evaluate-alignment`: project → align → compare with ground truth on real frames.
+
+Data layout (`--data DIR`; DIR itself or each of its sub-folders is one dataset):
+
+* Ground-truth depth datasets (e.g. KITTI depth, NYU): `intrinsics.json` with fx, fy, cx, cy
+  and `depth_png_scale` (metres = PNG value / scale, 0 = no measurement), `depth/*.png`
+  (uint16) and optionally `rgb/*` (the images predictions were made from; paired with the
+  depth files by identical stem or by the trailing number). There is no lidar: a sparse
+  sensor is simulated by sampling `--points` GT pixels (random or on scanlines); they are
+  back-projected to 3-D and sent through `project_points` like lidar points. Evaluation is
+  on all other valid GT pixels.
+* Lidar datasets: `calib.json`, one `*.bin` scan (float32 records) and one image. Two calib
+  layouts are read: KITTI object (`P2_cam2img` 4×4, `lidar2cam_rect`; 4 floats per point)
+  and nuScenes (`cam2img_K` 3×3, `lidar2cam`; 5 floats per point); `point_fields` in the
+  json overrides the record size. The projected, filtered points are split at random: half
+  for the fit, half held out as ground truth.
+
+The relative input is `--predictions DIR/<dataset>/<image stem>.npy` or
+`DIR/<image stem>.npy` (as written by `densepred predict`: H×W in the model's [0, 1] space,
+`--space` tells which). Without a prediction file, the ground truth is converted to the
+chosen space, perturbed by a smooth low-frequency error (`--noise`, a fraction of the
+value range) and renormalised to [0, 1] (an unknown affine map). For lidar datasets without
+predictions this "prediction" exists only at the lidar pixels.
+
+Printed per frame: points used, inliers, AbsRel and δ1 (max(ẑ/z, z/ẑ) < 1.25) of the aligned
+depth, and of the oracle fit (plain least squares in the model's space on all evaluation
+pixels, the protocol of the Marigold/Lotus evaluations: an upper bound); then the means.
+"""
+
+import argparse
+from dataclasses import dataclass
+import json
+import math
+from pathlib import Path
+import re
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from densepred_ros.alignment import align, AlignmentConfig, to_metric
+from densepred_ros.camera import CameraModel, project_points, transform_points
+
+_IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+
+@dataclass
+class _Frame:
+    """One evaluation frame as found on disk."""
+
+    dataset: str
+    name: str
+    kind: str                 # 'gt' or 'lidar'
+    folder: Path
+    image: Optional[Path]
+    depth: Optional[Path] = None
+    scan: Optional[Path] = None
+
+
+@dataclass
+class _Row:
+    """One printed line."""
+
+    label: str
+    source: str
+    n_points: int
+    n_inliers: int
+    abs_rel: float
+    delta1: float
+    oracle_abs_rel: float
+    oracle_delta1: float
+    status: str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the evaluate-alignment options to `parser`."""
+    parser.add_argument('--data', required=True, type=Path,
+                        help='folder of datasets laid out as described in the module doc')
+    parser.add_argument('--predictions', type=Path, default=None,
+                        help='folder of <image stem>.npy predictions (optionally in '
+                             '<dataset>/ sub-folders); default: perturbed ground truth')
+    parser.add_argument('--space', choices=['depth', 'disparity'], default='disparity',
+                        help="the predictions' space (default: disparity)")
+    parser.add_argument('--points', type=int, default=500,
+                        help='sparse samples per ground-truth-only frame (default: 500)')
+    parser.add_argument('--pattern', choices=['random', 'scanlines'], default='random',
+                        help='sparse sampling pattern for ground-truth-only frames')
+    parser.add_argument('--noise', type=float, default=0.02,
+                        help='smooth error amplitude of the perturbed ground truth, as a '
+                             'fraction of its range (default: 0.02)')
+    parser.add_argument('--max-depth', type=float, default=80.0,
+                        help='evaluation cap and alignment far limit in metres (default: 80)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of every random draw')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every frame under --data; print a table; 0 if any frame was aligned."""
+    if not args.data.is_dir():
+        raise ValueError(f'--data {args.data} is not a folder')
+    if args.predictions is not None and not args.predictions.is_dir():
+        raise ValueError(f'--predictions {args.predictions} is not a folder')
+    if args.points < 2 or not 0.0 <= args.noise < 1.0 or not args.max_depth > 0.0:
+        raise ValueError(f'invalid --points {args.points}, --noise {args.noise} or '
+                         f'--max-depth {args.max_depth}')
+    frames = discover(args.data)
+    if not frames:
+        print(f'no datasets found under {args.data}')
+        return 1
+    config = AlignmentConfig(far_limit=args.max_depth)
+    header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
+              f'{"delta1":>7} {"oracle AbsRel":>14} {"oracle delta1":>14}  status')
+    print(f'space: {args.space}; relative input: '
+          f'{args.predictions if args.predictions else "perturbed ground truth"}')
+    print(header)
+    rows = []
+    for index, frame in enumerate(frames):
+        rng = np.random.default_rng([args.seed, index])
+        row = evaluate_frame(frame, args, config, rng)
+        rows.append(row)
+        print(_format(row))
+    good = [r for r in rows if r.status == 'ok']
+    if good:
+        mean = _Row(f'mean ({len(good)}/{len(rows)} ok)', '', 0, 0,
+                    float(np.mean([r.abs_rel for r in good])),
+                    float(np.mean([r.delta1 for r in good])),
+                    float(np.mean([r.oracle_abs_rel for r in good])),
+                    float(np.mean([r.oracle_delta1 for r in good])), '')
+        print(_format(mean, counts=False))
+    return 0 if good else 1
+
+
+def _format(row: _Row, counts: bool = True) -> str:
+    n = f'{row.n_points:>7} {row.n_inliers:>7}' if counts else ' ' * 15
+    return (f'{row.label:<28} {row.source:<10} {n} {row.abs_rel:>8.4f} {row.delta1:>7.4f} '
+            f'{row.oracle_abs_rel:>14.4f} {row.oracle_delta1:>14.4f}  {row.status}')
+
+
+def discover(data: Path) -> List[_Frame]:
+    """List the frames of every dataset in `data` (itself or its sub-folders), sorted."""
+    folders = [data] + sorted(p for p in data.iterdir() if p.is_dir())
+    frames: List[_Frame] = []
+    for folder in folders:
+        if (folder / 'intrinsics.json').is_file() and (folder / 'depth').is_dir():
+            frames += _gt_frames(folder)
+        elif (folder / 'calib.json').is_file() and any(folder.glob('*.bin')):
+            frames += _lidar_frames(folder)
+    return frames
+
+
+def _trailing_number(stem: str) -> Optional[str]:
+    m = re.search(r'(\d+)$', stem)
+    return m.group(1).lstrip('0') or '0' if m else None
+
+
+def _gt_frames(folder: Path) -> List[_Frame]:
+    rgb_dir = folder / 'rgb'
+    images = sorted(p for p in rgb_dir.iterdir()
+                    if p.suffix.lower() in _IMAGE_SUFFIXES) if rgb_dir.is_dir() else []
+    by_stem = {p.stem: p for p in images}
+    by_number = {_trailing_number(p.stem): p for p in images}
+    frames = []
+    for depth in sorted((folder / 'depth').glob('*.png')):
+        image = by_stem.get(depth.stem) or by_number.get(_trailing_number(depth.stem))
+        frames.append(_Frame(folder.name, image.stem if image else depth.stem, 'gt', folder,
+                             image, depth=depth))
+    return frames
+
+
+def _lidar_frames(folder: Path) -> List[_Frame]:
+    scans = sorted(folder.glob('*.bin'))
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if len(scans) == 1 and len(images) <= 1:
+        pairs = [(scans[0], images[0] if images else None)]
+    else:
+        by_stem = {p.stem: p for p in images}
+        pairs = [(s, by_stem.get(s.name.split('.')[0])) for s in scans]
+    return [_Frame(folder.name, image.stem if image else scan.name.split('.')[0], 'lidar',
+                   folder, image, scan=scan) for scan, image in pairs]
+
+
+def _find_prediction(args: argparse.Namespace, frame: _Frame) -> Optional[np.ndarray]:
+    if args.predictions is None:
+        return None
+    for path in (args.predictions / frame.dataset / f'{frame.name}.npy',
+                 args.predictions / f'{frame.name}.npy'):
+        if path.is_file():
+            values = np.load(path, allow_pickle=False)
+            if values.ndim != 2:
+                raise ValueError(f'prediction {path} must be H×W, got shape {values.shape}')
+            return values.astype(np.float32)
+    return None
+
+
+def evaluate_frame(frame: _Frame, args: argparse.Namespace, config: AlignmentConfig,
+                   rng: np.random.Generator) -> _Row:
+    """Run the chain on one frame and return its printed row."""
+    label = f'{frame.dataset}/{frame.name}'
+    prediction = _find_prediction(args, frame)
+    source = 'prediction' if prediction is not None else 'perturbed'
+    if frame.kind == 'gt':
+        data = _gt_inputs(frame, args, prediction, rng)
+    else:
+        data = _lidar_inputs(frame, args, prediction, rng)
+    relative, uv_fit, z_fit, gt_pick, gt_z = data
+    result = align(relative, args.space, uv_fit, z_fit, config=config)
+    oracle = _oracle_depth(relative, gt_pick, gt_z, args.space, args.max_depth)
+    o_rel, o_d1 = _metrics(oracle, gt_z, args.max_depth)
+    if not result.ok:
+        return _Row(label, source, result.n_points, result.n_inliers, math.nan, math.nan,
+                    o_rel, o_d1, f'failed: {result.reason}')
+    pred = gt_pick(result.depth)
+    abs_rel, d1 = _metrics(pred, gt_z, args.max_depth)
+    return _Row(label, source, result.n_points, result.n_inliers, abs_rel, d1, o_rel, o_d1,
+                'ok')
+
+
+def _metrics(pred: np.ndarray, gt: np.ndarray, max_depth: float) -> Tuple[float, float]:
+    """Return AbsRel and δ1 over pixels where both are known; pred clipped to max_depth."""
+    pred = np.minimum(pred, max_depth)
+    ok = np.isfinite(pred) & (pred > 0.0) & np.isfinite(gt) & (gt > 0.0)
+    if not ok.any():
+        return math.nan, math.nan
+    p, g = pred[ok], gt[ok]
+    return float(np.mean(np.abs(p - g) / g)), float(np.mean(np.maximum(p / g, g / p) < 1.25))
+
+
+def _oracle_depth(relative: np.ndarray, gt_pick, gt_z: np.ndarray, space: str,
+                  max_depth: float) -> np.ndarray:
+    """Depth at the evaluation pixels from a plain LS fit on all of them (model space)."""
+    d = gt_pick(relative).astype(np.float64)
+    ok = np.isfinite(d) & np.isfinite(gt_z) & (gt_z > 0.0)
+    if ok.sum() < 2:
+        return np.full(gt_z.shape, np.nan)
+    y = gt_z[ok] if space == 'depth' else 1.0 / gt_z[ok]
+    A = np.stack([d[ok], np.ones(int(ok.sum()))], axis=1)
+    (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
+    return to_metric(d, space, float(s), float(t), 1e-3, max_depth)
+
+
+def _smooth_field(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """H×W low-frequency field (a few sinusoids of at most 2 cycles per image), |max| = 1."""
+    v, u = np.mgrid[0:height, 0:width]
+    field = np.zeros((height, width))
+    for _ in range(3):
+        fu, fv = rng.uniform(0.2, 2.0, 2)
+        phase = rng.uniform(0, 2 * np.pi)
+        field += rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * (fu * u / width + fv * v / height)
+                                                + phase)
+    return field / np.abs(field).max()
+
+
+def perturbed_relative(gt_depth: np.ndarray, space: str, noise: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Simulate a relative prediction from ground truth (NaN where the GT is unknown).
+
+    The GT is taken to the model's space (z or 1/z), normalised to [0, 1], a smooth
+    low-frequency error of amplitude `noise` is added and the result is renormalised to
+    [0, 1] over the known pixels (the unknown affine map).
+    """
+    known = np.isfinite(gt_depth) & (gt_depth > 0.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        y = np.where(known, gt_depth if space == 'depth' else 1.0 / gt_depth, np.nan)
+    lo, hi = np.nanmin(y), np.nanmax(y)
+    rel = (y - lo) / (hi - lo) + noise * _smooth_field(*y.shape, rng)
+    lo, hi = np.nanmin(rel), np.nanmax(rel)
+    return ((rel - lo) / (hi - lo)).astype(np.float32)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _image_size(path: Path) -> Tuple[int, int]:
+    from PIL import Image
+    with Image.open(path) as image:
+        return image.size
+
+
+def _sample_sparse(known: np.ndarray, n: int, pattern: str,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of about n known pixels: random, or on evenly spaced scanlines."""
+    flat = np.flatnonzero(known.ravel())
+    if flat.size <= n:
+        return flat
+    if pattern == 'random':
+        return np.sort(rng.choice(flat, n, replace=False))
+    rows = np.flatnonzero(known.any(axis=1))
+    lines = rows[np.linspace(0, rows.size - 1, min(rows.size, max(4, n // 50))).astype(int)]
+    on_lines = flat[np.isin(flat // known.shape[1], lines)]
+    step = max(1, on_lines.size // n)
+    return on_lines[::step][:n]
+
+
+def _gt_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.ndarray],
+               rng: np.random.Generator):
+    meta = json.loads((frame.folder / 'intrinsics.json').read_text())
+    raw = _read_png(frame.depth).astype(np.float64)
+    gt = np.where(raw > 0, raw / float(meta.get('depth_png_scale', 1000.0)), np.nan)
+    height, width = gt.shape
+    camera = CameraModel.pinhole(meta['fx'], meta['fy'], meta['cx'], meta['cy'], width, height)
+    known = np.isfinite(gt)
+    # Sparse "sensor": sampled GT pixels back-projected to 3-D, then projected like lidar.
+    picked = _sample_sparse(known, args.points, args.pattern, rng)
+    v, u = np.divmod(picked, width)
+    z = gt.ravel()[picked]
+    fx, fy, cx, cy = camera.intrinsics()
+    points = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=1)
+    relative = prediction if prediction is not None else \
+        perturbed_relative(gt, args.space, args.noise, rng)
+    rh, rw = relative.shape
+    uv, zp = project_points(points, camera.scaled_to(rw, rh))
+    held_out = known.copy()
+    held_out.ravel()[picked] = False
+    eval_v, eval_u = np.nonzero(held_out)
+    # Nearest-neighbour lookup of the prediction-resolution pixel covering each GT pixel.
+    src_u = np.minimum(((eval_u + 0.5) * rw / width).astype(int), rw - 1)
+    src_v = np.minimum(((eval_v + 0.5) * rh / height).astype(int), rh - 1)
+
+    def gt_pick(image: np.ndarray) -> np.ndarray:
+        return image[src_v, src_u]
+    return relative, uv, zp, gt_pick, gt[eval_v, eval_u]
+
+
+def _lidar_calibration(frame: _Frame) -> Tuple[CameraModel, np.ndarray, int]:
+    calib = json.loads((frame.folder / 'calib.json').read_text())
+    if 'width' in calib and 'height' in calib:
+        width, height = int(calib['width']), int(calib['height'])
+    elif frame.image is not None:
+        width, height = _image_size(frame.image)
+    else:
+        raise ValueError(f'{frame.folder}/calib.json has no width/height and no image')
+    if 'P2_cam2img' in calib and 'lidar2cam_rect' in calib:
+        P = np.asarray(calib['P2_cam2img'], dtype=np.float64)[:3]
+        camera = CameraModel(width=width, height=height, K=P[:, :3], P=P)
+        T = np.asarray(calib['lidar2cam_rect'], dtype=np.float64)
+        fields = 4
+    elif 'cam2img_K' in calib and 'lidar2cam' in calib:
+        K = np.asarray(calib['cam2img_K'], dtype=np.float64)
+        camera = CameraModel(width=width, height=height, K=K)
+        T = np.asarray(calib['lidar2cam'], dtype=np.float64)
+        fields = 5
+    else:
+        raise ValueError(f'unrecognised calib.json layout in {frame.folder}: keys '
+                         f'{sorted(calib)}')
+    return camera, T, int(calib.get('point_fields', fields))
+
+
+def _lidar_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.ndarray],
+                  rng: np.random.Generator):
+    camera, T, fields = _lidar_calibration(frame)
+    raw = np.fromfile(frame.scan, dtype=np.float32)
+    if raw.size % fields:
+        raise ValueError(f'{frame.scan}: {raw.size} floats is not a multiple of {fields}')
+    points = transform_points(raw.reshape(-1, fields)[:, :3], T)
+    if prediction is not None:
+        camera = camera.scaled_to(prediction.shape[1], prediction.shape[0])
+    uv, z = project_points(points, camera)
+    holdout = rng.random(z.size) < 0.5
+    if prediction is not None:
+        relative = prediction
+    else:
+        sparse = np.full((camera.height, camera.width), np.nan)
+        sparse[uv[:, 1], uv[:, 0]] = z
+        relative = perturbed_relative(sparse, args.space, args.noise, rng)
+    eval_uv = uv[holdout]
+
+    def gt_pick(image: np.ndarray) -> np.ndarray:
+        return image[eval_uv[:, 1], eval_uv[:, 0]]
+    return relative, uv[~holdout], z[~holdout], gt_pick, z[holdout].astype(np.float64)

@@ -1,0 +1,615 @@
+"""The ``densepred`` lifecycle node: camera (+ lidar) in, metric depth, normals and points out.
+
+Lifecycle: configure reads the parameters (`params.py`) and loads the model (a bad value
+or a failed load is a FAILURE with the reason logged); activate creates the subscriptions
+and starts the worker; deactivate stops both; cleanup frees the model. The subscription
+callbacks only store the newest image (`holder.LatestHolder`), camera_info and scans; one
+worker thread runs `DepthPipeline` (decode → predict → project → align → geometry →
+encode) on the newest frame and publishes every output with the input image's header.
+"""
+
+from dataclasses import dataclass, field
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import Node, State, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from densepred_ros import decode, encode, geometry
+from densepred_ros.alignment import AlignmentConfig, TemporalAligner
+from densepred_ros.camera import (
+    CameraModel, extrinsic_from_xyz_quat, project_points, transform_points)
+from densepred_ros.diagnostics import NodeStatistics
+from densepred_ros.holder import LatestHolder, StampedBuffer
+from densepred_ros.params import ConfigError, declare_parameters, NodeConfig, OutputConfig
+
+try:
+    import tf2_ros
+except ImportError:  # tf2_ros comes with a ROS distro, not with the PyPI message wheels
+    tf2_ros = None
+
+DEPTH_IMAGE = 'depth/image'
+DEPTH_INFO = 'depth/camera_info'
+DEPTH_RELATIVE = 'depth/relative'
+DEPTH_COLOR = 'depth/color'
+NORMALS_IMAGE = 'normals/image'
+NORMALS_COLOR = 'normals/color'
+POINTS = 'points'
+OUTPUT_TYPES = {
+    DEPTH_IMAGE: Image, DEPTH_INFO: CameraInfo, DEPTH_RELATIVE: Image, DEPTH_COLOR: Image,
+    NORMALS_IMAGE: Image, NORMALS_COLOR: Image, POINTS: PointCloud2,
+}
+SCAN_BUFFER = 20
+WORKER_POLL = 0.1
+
+
+def stamp_seconds(stamp: Any) -> float:
+    """Return a builtin_interfaces/Time as seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One image with the camera_info that was newest when it arrived."""
+
+    image: Image
+    camera_info: Optional[CameraInfo]
+
+
+@dataclass
+class FrameOutput:
+    """What `DepthPipeline.process` produced for one frame.
+
+    Attributes:
+        messages: output topic → message, only for the topics that were computed.
+        aligned: True when metric depth was published.
+        alignment_reason: why not aligned ('' when aligned).
+        alignment: the AlignmentResult, when a fit was attempted.
+        inference_time: seconds spent in the model(s).
+        input_errors: why a camera_info or scan could not be used (the frame went on
+            without it).
+    """
+
+    messages: Dict[str, Any] = field(default_factory=dict)
+    aligned: bool = False
+    alignment_reason: str = ''
+    alignment: Any = None
+    inference_time: float = 0.0
+    input_errors: List[str] = field(default_factory=list)
+
+
+class DepthPipeline:
+    """The per-frame work, free of rclpy: messages in, messages out.
+
+    Args:
+        predictor: the depth or disparity model (`models.Predictor`).
+        output: point cloud settings.
+        aligner: metric alignment with a temporal prior, or None to never align.
+        normals_predictor: optional normals model; without it normals come from the
+            metric depth.
+    """
+
+    def __init__(self, predictor: Any, output: OutputConfig,
+                 aligner: Optional[TemporalAligner] = None,
+                 normals_predictor: Any = None) -> None:
+        """Keep the models and settings."""
+        self.predictor = predictor
+        self.output = output
+        self.aligner = aligner
+        self.normals_predictor = normals_predictor
+
+    def process(self, image: Image, camera_info: Optional[CameraInfo],
+                scan: Optional[PointCloud2] = None, T_cam_lidar: Optional[np.ndarray] = None,
+                wanted: Optional[Set[str]] = None,
+                no_scan_reason: str = 'no lidar scan') -> FrameOutput:
+        """Run one frame.
+
+        Args:
+            image: the camera image (see `decode.image_to_rgb` for encodings).
+            camera_info: its camera; without it there is no alignment, no metric output
+                and no depth/camera_info.
+            scan: the lidar scan paired with the image, or None.
+            T_cam_lidar: 4×4 transform taking scan points into the camera optical frame.
+            wanted: output topics to compute (None: all).
+            no_scan_reason: alignment status reported when scan is None.
+
+        Returns:
+            The output messages, all carrying the image's header.
+
+        Raises:
+            decode.DecodeError: the image cannot be decoded. A camera_info or scan that
+                cannot be used is reported in `FrameOutput.input_errors` instead, and the
+                frame goes on without it.
+        """
+        wanted = set(OUTPUT_TYPES) if wanted is None else wanted
+        out = FrameOutput()
+        header = image.header
+        # 1. Decode.
+        rgb = decode.image_to_rgb(image)
+        height, width = rgb.shape[:2]
+        camera = None
+        if camera_info is not None:
+            try:
+                camera = decode.camera_info_to_model(camera_info).scaled_to(width, height)
+            except ValueError as exc:  # DecodeError, or a size the model rejects
+                out.input_errors.append(f'camera_info unusable: {exc}')
+
+        # 2. Predict: H×W affine-invariant depth or disparity in [0, 1].
+        start = time.perf_counter()
+        prediction = self.predictor.predict(rgb)
+        out.inference_time = time.perf_counter() - start
+        relative = prediction.values
+
+        # 3. Align to the lidar: project the scan, fit scale and shift.
+        metric = self._align(relative, camera, scan, T_cam_lidar, no_scan_reason, out)
+
+        # 4. Normals: from the normals model, else from the metric depth.
+        normals = None
+        if wanted & {NORMALS_IMAGE, NORMALS_COLOR}:
+            if self.normals_predictor is not None:
+                start = time.perf_counter()
+                normals = self.normals_predictor.predict(rgb).values
+                out.inference_time += time.perf_counter() - start
+            elif metric is not None:
+                normals = geometry.normals_from_depth(metric, camera)
+
+        # 5. Encode.
+        msgs = out.messages
+        if DEPTH_RELATIVE in wanted:
+            msgs[DEPTH_RELATIVE] = encode.depth_to_image(relative, header)
+        if DEPTH_COLOR in wanted:
+            shown = metric if metric is not None else self._nearness_order(relative)
+            msgs[DEPTH_COLOR] = encode.rgb_to_image(geometry.colorize_depth(shown), header)
+        if camera is not None and DEPTH_INFO in wanted:
+            msgs[DEPTH_INFO] = encode.camera_info_for(camera, header, width, height)
+        if metric is not None and DEPTH_IMAGE in wanted:
+            msgs[DEPTH_IMAGE] = encode.depth_to_image(metric, header)
+        if normals is not None and NORMALS_IMAGE in wanted:
+            msgs[NORMALS_IMAGE] = encode.normals_to_image(normals, header)
+        if normals is not None and NORMALS_COLOR in wanted:
+            msgs[NORMALS_COLOR] = encode.rgb_to_image(geometry.colorize_normals(normals),
+                                                      header)
+        if metric is not None and POINTS in wanted and self.output.publish_points:
+            msgs[POINTS] = self._points(metric, camera, rgb, header)
+        return out
+
+    def _align(self, relative: np.ndarray, camera: Optional[CameraModel],
+               scan: Optional[PointCloud2], T_cam_lidar: Optional[np.ndarray],
+               no_scan_reason: str, out: FrameOutput) -> Optional[np.ndarray]:
+        """Return H×W metric depth (metres, REP 118) or None, recording why in out."""
+        if self.aligner is None:
+            out.alignment_reason = 'alignment disabled'
+            return None
+        if camera is None:
+            out.alignment_reason = 'no usable camera_info'
+            return None
+        if scan is None or T_cam_lidar is None:
+            out.alignment_reason = no_scan_reason
+            return None
+        try:
+            points = decode.pointcloud2_to_xyz(scan)
+        except decode.DecodeError as exc:
+            out.input_errors.append(f'lidar scan unusable: {exc}')
+            out.alignment_reason = 'lidar scan unusable'
+            return None
+        points = transform_points(points, T_cam_lidar)
+        uv, z = project_points(points, camera)
+        result = self.aligner.align(relative, uv, z)
+        out.alignment = result
+        out.aligned = result.ok
+        out.alignment_reason = result.reason
+        return result.depth if result.ok else None
+
+    def _nearness_order(self, relative: np.ndarray) -> np.ndarray:
+        """Return relative values ordered like depth (larger = farther) for display."""
+        return -relative if self.predictor.spec.space == 'disparity' else relative
+
+    def _points(self, depth: np.ndarray, camera: CameraModel, rgb: np.ndarray,
+                header: Any) -> PointCloud2:
+        stride = self.output.points_stride
+        points = geometry.depth_to_points(depth, camera, stride=stride,
+                                          max_depth=self.output.max_depth)
+        colors = rgb[::stride, ::stride] if self.output.points_color else None
+        return encode.points_to_pointcloud2(points, header, colors)
+
+
+def make_qos(reliability: str, depth: int) -> QoSProfile:
+    """Return a KEEP_LAST, volatile QoS profile with 'reliable' or 'best_effort' delivery."""
+    policy = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+              else ReliabilityPolicy.BEST_EFFORT)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
+    """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
+    status = DiagnosticStatus(
+        level=bytes([summary.level]), name=name, message=summary.message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=key, value=value) for key, value in summary.values])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg
+
+
+class DepthNode(Node):
+    """Lifecycle node publishing metric depth, normals and points from a camera and lidar.
+
+    Args:
+        node_name: the node name (default 'densepred').
+        **kwargs: passed to rclpy's Node (namespace, parameter_overrides, ...).
+    """
+
+    def __init__(self, node_name: str = 'densepred', **kwargs: Any) -> None:
+        """Declare the parameters; nothing is loaded until configure."""
+        self.config: Optional[NodeConfig] = None
+        self.stats = NodeStatistics()
+        self._pipeline: Optional[DepthPipeline] = None
+        self._outputs: Dict[str, Any] = {}
+        self._inputs: list = []
+        self._diag_pub = None
+        self._diag_timer = None
+        self._holder: LatestHolder[FrameInput] = LatestHolder()
+        self._scans: StampedBuffer[PointCloud2] = StampedBuffer(SCAN_BUFFER)
+        self._camera_info: Optional[CameraInfo] = None
+        self._worker: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._tf_buffer = None
+        self._tf_listener = None
+        self._extrinsic: Optional[np.ndarray] = None
+        self._state_label = 'unconfigured'
+        super().__init__(node_name, **kwargs)
+        declare_parameters(self)
+
+    @property
+    def autostart(self) -> bool:
+        """The value of the autostart parameter."""
+        return bool(self.get_parameter('autostart').value)
+
+    def start(self) -> bool:
+        """Configure and activate; return True when the node ends up active."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    # Lifecycle transitions ---------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Read the parameters and load the model(s).
+
+        Returns:
+            SUCCESS (→ inactive), or FAILURE (→ unconfigured) with the reason logged.
+        """
+        try:
+            config = NodeConfig.from_node(self)
+            self._pipeline = self._load_pipeline(config)
+        except ConfigError as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # any failed load is a FAILURE, not a crash
+            self.get_logger().error(f'configure failed: cannot load the model: '
+                                    f'{type(exc).__name__}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.config = config
+        self.stats = NodeStatistics()
+        self._extrinsic = extrinsic_from_xyz_quat(*config.alignment.extrinsic)
+        out_qos = make_qos(config.qos.output_reliability, config.qos.depth)
+        self._outputs = {
+            topic: self.create_lifecycle_publisher(msg_type, topic, out_qos)
+            for topic, msg_type in OUTPUT_TYPES.items()}
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
+        self._setup_tf(config)
+        spec = self._pipeline.predictor.spec
+        self.get_logger().info(
+            f'configured: {spec.family} ({spec.space}) from {config.model.path} on '
+            f'{self._device_label()}, {config.model.dtype}')
+        self._state_label = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Subscribe to the inputs and start the inference worker."""
+        config = self.config
+        in_qos = make_qos(config.qos.input_reliability, config.qos.depth)
+        self._holder.reopen()
+        if self._pipeline.aligner is not None:
+            self._pipeline.aligner.reset()  # the scale history ends with the last activation
+        self._inputs = [
+            self.create_subscription(Image, 'image', self._on_image, in_qos),
+            self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos),
+        ]
+        if config.alignment.enabled:
+            self._inputs.append(
+                self.create_subscription(PointCloud2, 'lidar', self._on_scan, in_qos))
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name='densepred-worker',
+                                        daemon=True)
+        self._worker.start()
+        self._state_label = 'active'
+        self.get_logger().info('active')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop the worker and remove the subscriptions."""
+        self._stop_worker()
+        self._destroy_subscriptions()
+        self._state_label = 'inactive'
+        self.get_logger().info('inactive')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Free the model(s), publishers and timers."""
+        self._release()
+        self._state_label = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Stop everything before the node is finalized."""
+        self._stop_worker()
+        self._destroy_subscriptions()
+        self._release()
+        self._state_label = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """Recover to unconfigured by dropping everything."""
+        self._stop_worker()
+        self._destroy_subscriptions()
+        self._release()
+        self._state_label = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the worker and free everything (before destroy_node at process exit)."""
+        self._stop_worker()
+        self._destroy_subscriptions()
+        self._release()
+
+    # Setup and teardown helpers ----------------------------------------------------------
+
+    def _load_pipeline(self, config: NodeConfig) -> DepthPipeline:
+        from densepred_ros.models import load_predictor, PredictorOptions
+
+        m = config.model
+        options = PredictorOptions(processing_resolution=m.processing_resolution,
+                                   dtype=m.dtype, device=m.device, seed=m.seed)
+        predictor = load_predictor(m.path, options, family=m.family,
+                                   allow_pickle=m.allow_pickle)
+        normals_predictor = None
+        try:
+            if predictor.spec.space == 'normals':
+                raise ConfigError(f'model.path {m.path!r} is a normals checkpoint; it must '
+                                  f'predict depth or disparity (put normal checkpoints in '
+                                  f'model.normals_path)')
+            if m.normals_path:
+                normals_predictor = load_predictor(m.normals_path, options,
+                                                   allow_pickle=m.allow_pickle)
+                if normals_predictor.spec.space != 'normals':
+                    raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '
+                                      f'{normals_predictor.spec.space}, not normals')
+        except BaseException:
+            predictor.close()
+            if normals_predictor is not None:
+                normals_predictor.close()
+            raise
+        aligner = None
+        if config.alignment.enabled:
+            aligner = TemporalAligner(predictor.spec.space, AlignmentConfig(
+                far_limit=config.alignment.far_limit,
+                smoothing=config.alignment.smoothing))
+        return DepthPipeline(predictor, config.output, aligner, normals_predictor)
+
+    def _setup_tf(self, config: NodeConfig) -> None:
+        if not (config.alignment.enabled and config.alignment.use_tf):
+            return
+        if tf2_ros is None:
+            self.get_logger().info('tf2_ros is not importable: using alignment.extrinsic '
+                                   'for the lidar pose')
+            return
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        self._holder.close()
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=2.0)
+            if worker.is_alive():
+                self.get_logger().warning('the inference worker did not stop within 2 s')
+
+    def _destroy_subscriptions(self) -> None:
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+        self._scans.clear()
+        self._camera_info = None
+
+    def _release(self) -> None:
+        for pub in self._outputs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._outputs = {}
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        if self._tf_listener is not None and hasattr(self._tf_listener, 'unregister'):
+            self._tf_listener.unregister()
+        self._tf_listener = self._tf_buffer = None
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.predictor.close()
+            if pipeline.normals_predictor is not None:
+                pipeline.normals_predictor.close()
+        self.config = None
+
+    def _device_label(self) -> str:
+        if self._pipeline is None:
+            return ''
+        return str(getattr(self._pipeline.predictor, 'device', self.config.model.device))
+
+    # Callbacks: keep the newest data only --------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        replaced = self._holder.put(FrameInput(msg, self._camera_info))
+        self.stats.record_input(replaced)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_scan(self, msg: PointCloud2) -> None:
+        self._scans.add(stamp_seconds(msg.header.stamp), msg)
+
+    # Worker --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            frame = self._holder.take(timeout=WORKER_POLL)
+            if frame is None or self._stop.is_set():
+                continue
+            try:
+                self._process(frame)
+            except Exception as exc:  # keep the worker alive whatever one frame does
+                if self._stop.is_set():
+                    return
+                self.stats.record_processing_error()
+                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+                                        throttle_duration_sec=5.0)
+
+    def _wanted_outputs(self) -> Set[str]:
+        return {topic for topic, pub in self._outputs.items()
+                if pub.get_subscription_count() > 0}
+
+    def _process(self, frame: FrameInput) -> None:
+        wanted = self._wanted_outputs()
+        if not wanted:
+            if not self.stats.idle_no_subscribers:
+                self.stats.idle_no_subscribers = True
+                self.get_logger().info('no subscribers to any output: skipping inference '
+                                       'until someone subscribes')
+            return
+        if self.stats.idle_no_subscribers:
+            self.stats.idle_no_subscribers = False
+            self.get_logger().info('an output has a subscriber: resuming inference')
+
+        config = self.config
+        stamp = Time.from_msg(frame.image.header.stamp, clock_type=self.get_clock().clock_type)
+        age = (self.get_clock().now() - stamp).nanoseconds * 1e-9
+        if config.max_age > 0 and age > config.max_age:
+            self.stats.record_stale()
+            self.get_logger().warning(
+                f'dropping a frame {age:.3f} s old (max_age {config.max_age} s)',
+                throttle_duration_sec=5.0)
+            return
+
+        scan, T_cam_lidar, reason = self._paired_scan(frame.image)
+        try:
+            out = self._pipeline.process(frame.image, frame.camera_info, scan, T_cam_lidar,
+                                         wanted, reason)
+        except decode.DecodeError as exc:
+            self.stats.record_decode_error()
+            self.get_logger().warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
+            return
+        for error in out.input_errors:
+            self.stats.record_decode_error()
+            self.get_logger().warning(error, throttle_duration_sec=5.0)
+        if self._stop.is_set():
+            return
+        for topic, msg in out.messages.items():
+            self._outputs[topic].publish(msg)
+        latency = (self.get_clock().now() - stamp).nanoseconds * 1e-9
+        self.stats.record_output(latency, out.inference_time)
+        result = out.alignment
+        if result is not None:
+            self.stats.record_alignment(result.ok, result.reason, result.n_points,
+                                        result.n_inliers, result.median_rel_error,
+                                        result.scale, result.shift)
+        else:
+            self.stats.record_alignment(False, out.alignment_reason)
+
+    def _paired_scan(self, image: Image
+                     ) -> Tuple[Optional[PointCloud2], Optional[np.ndarray], str]:
+        """Return (scan, T_cam_lidar, reason): the scan nearest in time to the image."""
+        config = self.config
+        if not config.alignment.enabled:
+            return None, None, 'alignment disabled'
+        offset = config.alignment.max_time_offset
+        found = self._scans.nearest(stamp_seconds(image.header.stamp), offset)
+        if found is None:
+            return None, None, f'no lidar scan within {offset} s of the image'
+        scan = found[1]
+        if self._tf_buffer is None:
+            return scan, self._extrinsic, ''
+        try:
+            tf = self._tf_buffer.lookup_transform(
+                image.header.frame_id, scan.header.frame_id, Time.from_msg(scan.header.stamp))
+        except tf2_ros.TransformException as exc:
+            return None, None, (f'no transform {image.header.frame_id} <- '
+                                f'{scan.header.frame_id}: {exc}')
+        t, q = tf.transform.translation, tf.transform.rotation
+        return scan, extrinsic_from_xyz_quat(t.x, t.y, t.z, q.x, q.y, q.z, q.w), ''
+
+    # Diagnostics ---------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self.config is None:
+            return
+        summary = self.stats.summary(self._state_label, backend=self.config.model.backend,
+                                     device=self._device_label(),
+                                     alignment_wanted=self.config.alignment.enabled)
+        self._diag_pub.publish(diagnostic_array(
+            f'{self.get_fully_qualified_name()}: depth', self._device_label(), summary,
+            self.get_clock().now().to_msg()))
+
+
+def main(args: Optional[Sequence[str]] = None) -> int:
+    """Run the node until SIGINT or SIGTERM; return the process exit code."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    node = None
+    code = 0
+    try:
+        node = DepthNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        if not node.autostart:
+            node.get_logger().info('unconfigured: waiting for lifecycle transitions')
+        elif not node.start():
+            node.get_logger().error('autostart failed; the node stays up, unconfigured')
+        # Spinning in short slices lets the loop see the stop request promptly.
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.2)
+    except ParameterException as exc:
+        print(f'densepred: invalid parameter: {exc}', file=sys.stderr)
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The depth node's parameters: declared in one table, read once into a validated config.
+
+`PARAMETERS` lists every parameter with its default, description and allowed range.
+`declare_parameters(node)` declares them on an rclpy node (with ParameterDescriptors, so
+``ros2 param describe`` shows the text and the range); `NodeConfig.from_node(node)` or
+`NodeConfig.from_parameters(mapping)` reads them into a frozen `NodeConfig`, raising
+`ConfigError` (a ValueError) that names the bad parameter. Only the declaration helpers
+touch rclpy; the config itself is a plain dataclass.
+"""
+
+from dataclasses import dataclass
+import math
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+
+BACKENDS = ('torch',)
+LATER_BACKENDS = ('onnxruntime', 'tensorrt')
+FAMILIES = ('auto', 'lotus', 'marigold')
+DTYPES = ('fp32', 'fp16', 'bf16')
+RELIABILITIES = ('best_effort', 'reliable')
+MAX_PROCESSING_RESOLUTION = 4096
+# A lidar (x forward, y left, z up) at the camera's origin: camera x = -lidar y,
+# camera y = -lidar z, camera z = lidar x.
+DEFAULT_EXTRINSIC = (0.0, 0.0, 0.0, 0.5, -0.5, 0.5, 0.5)
+
+
+class ConfigError(ValueError):
+    """A parameter value is invalid; the message names the parameter and the value."""
+
+
+class ParameterSpec(NamedTuple):
+    """One declared parameter.
+
+    Attributes:
+        name: dotted ROS parameter name.
+        default: default value; its Python type fixes the ROS parameter type.
+        description: shown by ``ros2 param describe``.
+        bounds: (low, high) inclusive for numbers (a FloatingPoint/IntegerRange), or None.
+        choices: allowed string values, or None.
+    """
+
+    name: str
+    default: Any
+    description: str
+    bounds: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+
+PARAMETERS: Tuple[ParameterSpec, ...] = (
+    ParameterSpec('model.path', '',
+                  'Depth or disparity checkpoint: a local diffusers folder or a hub id '
+                  '(required).'),
+    ParameterSpec('model.normals_path', '',
+                  'Optional normals checkpoint; when empty, normals are computed from the '
+                  'metric depth.'),
+    ParameterSpec('model.family', 'auto', 'Model family: auto (from the checkpoint), lotus '
+                  'or marigold.', choices=FAMILIES),
+    ParameterSpec('model.backend', 'torch', 'Inference backend. Only torch for now; '
+                  'onnxruntime and tensorrt come later.', choices=BACKENDS + LATER_BACKENDS),
+    ParameterSpec('model.device', 'auto',
+                  'Torch device: auto (CUDA when present), cpu, cuda or cuda:N.'),
+    ParameterSpec('model.dtype', 'fp32', 'Compute precision: fp32, fp16 or bf16.',
+                  choices=DTYPES),
+    ParameterSpec('model.processing_resolution', -1,
+                  'Longest image edge the model runs at, pixels; -1 = the model default, '
+                  '0 = the input image size.', bounds=(-1, MAX_PROCESSING_RESOLUTION)),
+    ParameterSpec('model.seed', 0, 'Seed of every random draw (noise, latents).',
+                  bounds=(0, 2**31 - 1)),
+    ParameterSpec('model.allow_pickle', False,
+                  'Allow pickle-based weight files (unsafe with untrusted checkpoints).'),
+    ParameterSpec('alignment.enabled', True,
+                  'Scale the relative prediction to metres with the lidar.'),
+    ParameterSpec('alignment.use_tf', True,
+                  'Look the lidar pose up in tf2 (camera optical frame <- lidar frame at the '
+                  'scan stamp) when tf2_ros is available; otherwise use alignment.extrinsic.'),
+    ParameterSpec('alignment.extrinsic', list(DEFAULT_EXTRINSIC),
+                  'Lidar frame pose in the camera optical frame, [x, y, z, qx, qy, qz, qw] '
+                  '(metres, unit quaternion): p_cam = R p_lidar + t. The default is a lidar '
+                  'at the camera origin with the usual body axes (x forward, z up).'),
+    ParameterSpec('alignment.max_time_offset', 0.1,
+                  'Largest |image stamp - scan stamp| for pairing an image with a scan, s.',
+                  bounds=(0.0, 10.0)),
+    ParameterSpec('alignment.far_limit', 80.0,
+                  'Aligned depths beyond this become +inf (REP 117/118), metres.',
+                  bounds=(0.1, 10000.0)),
+    ParameterSpec('alignment.smoothing', 0.5,
+                  'Weight of a new frame in the temporal filter of the metric scale '
+                  '(1 = no smoothing).', bounds=(0.01, 1.0)),
+    ParameterSpec('output.points_stride', 1,
+                  'Decimation of the point cloud: every Nth pixel on both axes.',
+                  bounds=(1, 64)),
+    ParameterSpec('output.max_depth', 50.0,
+                  'Points farther than this become NaN in the point cloud, metres.',
+                  bounds=(0.1, 10000.0)),
+    ParameterSpec('output.publish_points', True, 'Publish the points PointCloud2.'),
+    ParameterSpec('output.points_color', True,
+                  'Add the packed rgb field (colours from the input image) to the points.'),
+    ParameterSpec('max_age', 1.0,
+                  'Drop frames older than this when inference starts (node clock minus image '
+                  'stamp), s; 0 disables the check.', bounds=(0.0, 3600.0)),
+    ParameterSpec('qos.input_reliability', 'best_effort',
+                  'Reliability of the image, camera_info and lidar subscriptions. '
+                  'best_effort matches every publisher.', choices=RELIABILITIES),
+    ParameterSpec('qos.output_reliability', 'reliable',
+                  'Reliability of the outputs. reliable is what RViz and message_filters '
+                  'expect by default.', choices=RELIABILITIES),
+    ParameterSpec('qos.depth', 5, 'History depth (KEEP_LAST) of subscriptions and publishers.',
+                  bounds=(1, 100)),
+    ParameterSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status, s.',
+                  bounds=(0.1, 60.0)),
+    ParameterSpec('autostart', False,
+                  'Configure and activate at start-up instead of waiting for lifecycle '
+                  'transitions.'),
+)
+
+_SPECS: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which checkpoint(s) to load and how to run them (see PARAMETERS for meanings)."""
+
+    path: str
+    normals_path: str
+    family: str
+    backend: str
+    device: str
+    dtype: str
+    processing_resolution: Optional[int]
+    seed: int
+    allow_pickle: bool
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """Lidar alignment settings; extrinsic is (x, y, z, qx, qy, qz, qw), lidar in camera."""
+
+    enabled: bool
+    use_tf: bool
+    extrinsic: Tuple[float, ...]
+    max_time_offset: float
+    far_limit: float
+    smoothing: float
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What is published and how the point cloud is built."""
+
+    points_stride: int
+    max_depth: float
+    publish_points: bool
+    points_color: bool
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    """Subscription and publisher QoS: reliability names and the history depth."""
+
+    input_reliability: str
+    output_reliability: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything the node reads from its parameters, validated.
+
+    Attributes:
+        model, alignment, output, qos: the parameter groups.
+        max_age: seconds; frames older than this are dropped (0 = never).
+        diagnostics_period: seconds between /diagnostics messages.
+        autostart: configure and activate at start-up.
+    """
+
+    model: ModelConfig
+    alignment: AlignmentSettings
+    output: OutputConfig
+    qos: QosConfig
+    max_age: float
+    diagnostics_period: float
+    autostart: bool
+
+    @staticmethod
+    def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
+        """Build a config from parameter values; missing names take their defaults.
+
+        Raises:
+            ConfigError: an unknown name, a wrong type, or a value outside its range or
+                choices; the message names the parameter and the value.
+        """
+        unknown = sorted(set(values) - set(_SPECS))
+        if unknown:
+            raise ConfigError(f'unknown parameter(s): {", ".join(unknown)}')
+        v = {name: _checked(spec, values.get(name, spec.default)) for name, spec in
+             _SPECS.items()}
+        if not v['model.path']:
+            raise ConfigError('model.path is empty: set it to a checkpoint folder or hub id')
+        if v['model.backend'] in LATER_BACKENDS:
+            raise ConfigError(f"model.backend '{v['model.backend']}' is not available yet "
+                              f"(only 'torch' for now; onnxruntime and tensorrt come later)")
+        device = v['model.device']
+        if not (device in ('auto', 'cpu', 'cuda') or _is_cuda_index(device)):
+            raise ConfigError(f'model.device must be auto, cpu, cuda or cuda:N, got {device!r}')
+        resolution = v['model.processing_resolution']
+        return NodeConfig(
+            model=ModelConfig(
+                path=v['model.path'], normals_path=v['model.normals_path'],
+                family=v['model.family'], backend=v['model.backend'], device=device,
+                dtype=v['model.dtype'],
+                processing_resolution=None if resolution < 0 else resolution,
+                seed=v['model.seed'], allow_pickle=v['model.allow_pickle']),
+            alignment=AlignmentSettings(
+                enabled=v['alignment.enabled'], use_tf=v['alignment.use_tf'],
+                extrinsic=_extrinsic(v['alignment.extrinsic']),
+                max_time_offset=v['alignment.max_time_offset'],
+                far_limit=v['alignment.far_limit'], smoothing=v['alignment.smoothing']),
+            output=OutputConfig(
+                points_stride=v['output.points_stride'], max_depth=v['output.max_depth'],
+                publish_points=v['output.publish_points'],
+                points_color=v['output.points_color']),
+            qos=QosConfig(input_reliability=v['qos.input_reliability'],
+                          output_reliability=v['qos.output_reliability'],
+                          depth=v['qos.depth']),
+            max_age=v['max_age'], diagnostics_period=v['diagnostics_period'],
+            autostart=v['autostart'])
+
+    @staticmethod
+    def from_node(node: Any) -> 'NodeConfig':
+        """Read the declared parameters of an rclpy node (see `declare_parameters`)."""
+        return NodeConfig.from_parameters(
+            {name: node.get_parameter(name).value for name in _SPECS})
+
+
+def _is_cuda_index(device: str) -> bool:
+    prefix, _, index = device.partition(':')
+    return prefix == 'cuda' and index.isdigit()
+
+
+def _checked(spec: ParameterSpec, value: Any) -> Any:
+    """Return the value converted to the spec's type, or raise ConfigError."""
+    default = spec.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f'{spec.name} must be true or false, got {value!r}')
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f'{spec.name} must be an integer, got {value!r}')
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f'{spec.name} must be a number, got {value!r}')
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f'{spec.name} must be finite, got {value!r}')
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f'{spec.name} must be a string, got {value!r}')
+        value = value.strip()
+    elif isinstance(default, list):
+        try:
+            value = [float(x) for x in value]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f'{spec.name} must be a list of numbers, got {value!r}') from exc
+    if spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+        raise ConfigError(f'{spec.name}={value!r} is outside [{spec.bounds[0]}, '
+                          f'{spec.bounds[1]}]')
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f'{spec.name}={value!r} is not one of {", ".join(spec.choices)}')
+    return value
+
+
+def _extrinsic(values: list) -> Tuple[float, ...]:
+    """Check [x, y, z, qx, qy, qz, qw] and return it with the quaternion normalised."""
+    if len(values) != 7 or not all(math.isfinite(x) for x in values):
+        raise ConfigError(f'alignment.extrinsic must be 7 finite numbers [x, y, z, qx, qy, '
+                          f'qz, qw], got {values!r}')
+    norm = math.sqrt(sum(q * q for q in values[3:]))
+    if abs(norm - 1.0) > 1e-3:
+        raise ConfigError(f'alignment.extrinsic quaternion {values[3:]!r} has norm '
+                          f'{norm:.6g}, expected a unit quaternion')
+    return tuple(values[:3]) + tuple(q / norm for q in values[3:])
+
+
+def declare_parameters(node: Any) -> None:
+    """Declare every parameter of PARAMETERS on an rclpy node, with descriptors."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    for spec in PARAMETERS:
+        description = spec.description
+        if spec.choices is not None:
+            description += f' One of: {", ".join(spec.choices)}.'
+        # Float and list parameters also accept integers (YAML `max_age: 1`, `[0, 0, 1]`);
+        # NodeConfig.from_parameters checks their type and range at configure time.
+        descriptor = ParameterDescriptor(
+            description=description, dynamic_typing=isinstance(spec.default, (float, list)))
+        if spec.bounds is not None and isinstance(spec.default, int):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]), step=1)]
+        elif spec.bounds is not None:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.bounds[0]), to_value=float(spec.bounds[1]), step=0.0)]
+        node.declare_parameter(spec.name, spec.default, descriptor)

@@ -1,0 +1,94 @@
+"""Launch the densepred depth node (and optionally RViz).
+
+Example (one command line):
+    ros2 launch densepred_ros depth.launch.py model_path:=/models/lotus-depth-g
+        image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+        lidar:=/lidar/points use_rviz:=true
+"""
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = 'densepred_ros'
+
+
+def _launch_setup(context: LaunchContext) -> list:
+    """Build the nodes once the launch arguments are known."""
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    # 1. Parameters: the params file, then the values given as launch arguments.
+    overrides = {'autostart': arg('autostart').strip().lower() in ('true', '1', 'yes')}
+    if arg('model_path'):
+        overrides['model.path'] = arg('model_path')
+    parameters = [arg('params_file'), overrides]
+
+    # 2. The depth node, with its relative input topics remapped.
+    depth_node = LifecycleNode(
+        package=PACKAGE,
+        executable='depth_node',
+        name='densepred',
+        namespace=arg('namespace'),
+        parameters=parameters,
+        remappings=[('image', arg('image')), ('camera_info', arg('camera_info')),
+                    ('lidar', arg('lidar'))],
+        arguments=['--ros-args', '--log-level', arg('log_level')],
+        output='screen',
+        emulate_tty=True,  # unbuffered, coloured log lines
+    )
+    actions = [depth_node]
+
+    # 3. RViz with the package's view of the outputs.
+    if arg('use_rviz').strip().lower() in ('true', '1', 'yes'):
+        actions.append(Node(
+            package='rviz2',
+            executable='rviz2',
+            name='densepred_rviz',
+            namespace=arg('namespace'),
+            arguments=['-d', arg('rviz_config')],
+            output='screen',
+        ))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    """Declare one argument per setting and start the node from them."""
+    share = FindPackageShare(PACKAGE)
+    arguments = [
+        DeclareLaunchArgument(
+            'namespace', default_value='',
+            description='Namespace of the node; its output topics live under it.'),
+        DeclareLaunchArgument(
+            'params_file', default_value=PathJoinSubstitution([share, 'config', 'depth.yaml']),
+            description='YAML file of node parameters (uses the /** key).'),
+        DeclareLaunchArgument(
+            'model_path', default_value='',
+            description='Depth checkpoint folder or hub id; overrides model.path of '
+                        'params_file when not empty.'),
+        DeclareLaunchArgument(
+            'image', default_value='/camera/image_raw',
+            description='Input sensor_msgs/Image topic (rgb8, bgr8, rgba8, bgra8, mono8, '
+                        'mono16).'),
+        DeclareLaunchArgument(
+            'camera_info', default_value='/camera/camera_info',
+            description='Input sensor_msgs/CameraInfo topic of the image.'),
+        DeclareLaunchArgument(
+            'lidar', default_value='/lidar/points',
+            description='Input sensor_msgs/PointCloud2 lidar topic used for metric scale.'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='Configure and activate the lifecycle node at start-up.'),
+        DeclareLaunchArgument(
+            'use_rviz', default_value='false',
+            description='Start RViz with the depth, normals and point cloud displays.'),
+        DeclareLaunchArgument(
+            'rviz_config', default_value=PathJoinSubstitution([share, 'config', 'depth.rviz']),
+            description='RViz configuration file.'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            description='Log level of the node: debug, info, warn, error or fatal.'),
+    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_launch_setup)])

@@ -1,0 +1,284 @@
+"""Tier-1 tests of densepred_ros.geometry on generated depth images (numpy only)."""
+
+import numpy as np
+import pytest
+
+from densepred_ros.camera import CameraModel
+from densepred_ros.geometry import (colorize_depth, colorize_normals, colormap_lut,
+                                    depth_to_points, normals_from_depth, pack_rgb, unpack_rgb)
+
+W, H = 64, 48
+FX, FY, CX, CY = 60.0, 55.0, 31.5, 23.0
+
+
+@pytest.fixture
+def camera() -> CameraModel:
+    return CameraModel.pinhole(FX, FY, CX, CY, W, H)
+
+
+def _rays(camera: CameraModel) -> np.ndarray:
+    """H×W×3 rays (x/z, y/z, 1) through pixel centres, from the pinhole model."""
+    u, v = np.meshgrid(np.arange(camera.width), np.arange(camera.height))
+    return np.stack([(u - CX) / FX, (v - CY) / FY, np.ones_like(u, dtype=float)], axis=-1)
+
+
+def _plane_depth(camera: CameraModel, normal: np.ndarray, distance: float) -> np.ndarray:
+    """Depth of the plane {p : n·p + distance = 0} seen through every pixel."""
+    return (-distance / (_rays(camera) @ normal)).astype(np.float32)
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def test_fronto_parallel_plane_back_projects_onto_plane(camera):
+    depth = np.full((H, W), 2.5, dtype=np.float32)
+    points = depth_to_points(depth, camera)
+    assert points.shape == (H, W, 3) and points.dtype == np.float32
+    np.testing.assert_allclose(points[..., 2], 2.5)
+    # Corner pixel (0, 0) and pixel (W-1, H-1) from x = (u - cx)·z/fx.
+    np.testing.assert_allclose(points[0, 0], [-CX * 2.5 / FX, -CY * 2.5 / FY, 2.5], rtol=1e-6)
+    np.testing.assert_allclose(points[H - 1, W - 1],
+                               [(W - 1 - CX) * 2.5 / FX, (H - 1 - CY) * 2.5 / FY, 2.5],
+                               rtol=1e-6)
+
+
+def test_points_reproject_to_their_pixels(camera):
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 20.0, size=(H, W)).astype(np.float32)
+    points = depth_to_points(depth, camera).astype(np.float64)
+    u = FX * points[..., 0] / points[..., 2] + CX
+    v = FY * points[..., 1] / points[..., 2] + CY
+    grid_v, grid_u = np.mgrid[0:H, 0:W]
+    np.testing.assert_allclose(u, grid_u, atol=1e-3)
+    np.testing.assert_allclose(v, grid_v, atol=1e-3)
+    np.testing.assert_allclose(points[..., 2], depth)
+
+
+def test_tilted_plane_points_satisfy_plane_equation(camera):
+    normal = _unit([0.3, -0.4, -1.0])
+    depth = _plane_depth(camera, normal, 3.0)
+    points = depth_to_points(depth, camera)
+    residual = points.astype(np.float64) @ normal + 3.0
+    assert np.abs(residual).max() < 1e-5
+
+
+def test_uses_rectified_projection_matrix_not_k():
+    K = np.array([[100.0, 0.0, 10.0], [0.0, 100.0, 10.0], [0.0, 0.0, 1.0]])
+    P = np.array([[50.0, 0.0, 4.0, 0.0], [0.0, 40.0, 3.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    camera = CameraModel(width=8, height=6, K=K, P=P)
+    points = depth_to_points(np.ones((6, 8), dtype=np.float32), camera)
+    np.testing.assert_allclose(points[0, 0], [-4.0 / 50.0, -3.0 / 40.0, 1.0], rtol=1e-6)
+
+
+def test_invalid_depths_become_nan(camera):
+    depth = np.full((H, W), 4.0, dtype=np.float32)
+    depth[1, 2] = np.nan
+    depth[3, 4] = np.inf
+    depth[5, 6] = -np.inf
+    depth[7, 8] = 0.0
+    depth[9, 10] = -1.0
+    depth[11, 12] = 30.0
+    points = depth_to_points(depth, camera, max_depth=10.0)
+    bad = np.isnan(points).all(axis=-1)
+    assert set(zip(*np.nonzero(bad))) == {(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)}
+    assert np.isfinite(points[~bad]).all()
+
+
+def test_max_depth_keeps_points_at_the_limit(camera):
+    depth = np.full((H, W), 10.0, dtype=np.float32)
+    assert np.isfinite(depth_to_points(depth, camera, max_depth=10.0)).all()
+    assert np.isnan(depth_to_points(depth, camera, max_depth=9.99)).all()
+
+
+@pytest.mark.parametrize('stride', [1, 2, 3, 5, 7])
+def test_stride_samples_every_nth_pixel(camera, stride):
+    rng = np.random.default_rng(stride)
+    depth = rng.uniform(1.0, 5.0, size=(H, W)).astype(np.float32)
+    full = depth_to_points(depth, camera)
+    decimated = depth_to_points(depth, camera, stride=stride)
+    assert decimated.shape == (-(-H // stride), -(-W // stride), 3)
+    np.testing.assert_allclose(decimated, full[::stride, ::stride], rtol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs', [{'stride': 0}, {'stride': 1.5}, {'max_depth': 0.0},
+                                    {'max_depth': float('nan')}])
+def test_bad_arguments_raise(camera, kwargs):
+    with pytest.raises(ValueError):
+        depth_to_points(np.ones((H, W), dtype=np.float32), camera, **kwargs)
+
+
+def test_shape_mismatch_and_integer_depth_raise(camera):
+    with pytest.raises(ValueError, match='does not match'):
+        depth_to_points(np.ones((H, W + 1), dtype=np.float32), camera)
+    with pytest.raises(ValueError, match='dtype'):
+        depth_to_points(np.ones((H, W), dtype=np.uint16), camera)
+
+
+def test_binned_camera_uses_delivered_resolution():
+    # Calibrated at 8×6, delivered binned by 2 → 4×3 with fx/2 and cx' = (cx + 0.5)/2 − 0.5.
+    base = CameraModel.pinhole(40.0, 40.0, 3.5, 2.5, 8, 6)
+    binned = CameraModel(width=8, height=6, K=base.K, P=base.P, binning_x=2, binning_y=2)
+    points = depth_to_points(np.full((3, 4), 2.0, dtype=np.float32), binned)
+    np.testing.assert_allclose(points[0, 0], [-1.5 * 2.0 / 20.0, -1.0 * 2.0 / 20.0, 2.0],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match='does not match'):
+        depth_to_points(np.ones((6, 8), dtype=np.float32), binned)
+
+
+@pytest.mark.parametrize('normal', [[0.0, 0.0, -1.0], [0.3, -0.4, -1.0], [-0.5, 0.2, -1.0],
+                                    [0.0, -0.6, -1.0]])
+def test_normals_of_tilted_plane_match_analytic_normal(camera, normal):
+    normal = _unit(normal)
+    depth = _plane_depth(camera, normal, 2.0)
+    assert (depth > 0).all()
+    normals = normals_from_depth(depth, camera, max_rel_jump=0.2)
+    assert normals.shape == (H, W, 3) and normals.dtype == np.float32
+    assert np.isfinite(normals).all()
+    np.testing.assert_allclose(normals, np.broadcast_to(normal, normals.shape), atol=1e-3)
+
+
+def test_normals_of_sphere_point_outwards_towards_camera(camera):
+    centre, radius = np.array([0.1, -0.05, 3.0]), 1.2
+    rays = _rays(camera)
+    # Nearest intersection of p = t·ray with the sphere |p − c| = r.
+    a = np.sum(rays * rays, axis=-1)
+    b = -2.0 * rays @ centre
+    c = centre @ centre - radius ** 2
+    disc = b * b - 4 * a * c
+    with np.errstate(invalid='ignore'):
+        t = (-b - np.sqrt(disc)) / (2 * a)
+    depth = np.where(disc > 0, t, np.inf).astype(np.float32)
+    normals = normals_from_depth(depth, camera)
+    points = depth_to_points(depth, camera).astype(np.float64)
+    expected = (points - centre) / radius
+    # Away from the silhouette (where the surface is seen edge-on) normals match closely.
+    facing = -np.sum(expected * _unit_rows(points), axis=-1)
+    inner = facing > 0.5
+    assert inner.sum() > 200
+    angle = np.degrees(np.arccos(np.clip(np.sum(normals[inner] * expected[inner], -1), -1, 1)))
+    assert angle.max() < 2.0
+    assert np.isnan(normals[np.isinf(depth)]).all()
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_normals_at_depth_discontinuity_come_from_own_surface(camera):
+    depth = np.full((H, W), 5.0, dtype=np.float32)
+    depth[10:30, 20:40] = 1.0  # a box face in front of a wall, both facing the camera
+    normals = normals_from_depth(depth, camera)
+    # Every pixel, including both sides of the box outline, belongs to a fronto-parallel
+    # surface: no mixed "edge" normals.
+    np.testing.assert_allclose(normals, np.broadcast_to([0.0, 0.0, -1.0], normals.shape),
+                               atol=1e-5)
+
+
+def test_isolated_pixel_and_unknown_depth_give_nan_normals(camera):
+    depth = np.full((H, W), 2.0, dtype=np.float32)
+    depth[20, 20] = 0.5  # flying pixel with no neighbour on its surface
+    depth[30, 30] = np.nan
+    normals = normals_from_depth(depth, camera)
+    assert np.isnan(normals[20, 20]).all()
+    assert np.isnan(normals[30, 30]).all()
+    # Neighbours of the unknown pixel use their other side and stay valid.
+    assert np.isfinite(normals[30, 29]).all() and np.isfinite(normals[29, 30]).all()
+    assert np.isfinite(normals[20, 21]).all()
+
+
+def test_normals_are_unit_and_face_the_camera(camera):
+    rng = np.random.default_rng(3)
+    # A smooth random surface.
+    v, u = np.mgrid[0:H, 0:W]
+    depth = (3.0 + 0.3 * np.sin(u / 7.0 + rng.uniform()) * np.cos(v / 5.0)).astype(np.float32)
+    normals = normals_from_depth(depth, camera)
+    points = depth_to_points(depth, camera)
+    valid = np.isfinite(normals).all(axis=-1)
+    assert valid.mean() > 0.99
+    np.testing.assert_allclose(np.linalg.norm(normals[valid], axis=-1), 1.0, atol=1e-5)
+    assert (np.sum(normals[valid] * points[valid], axis=-1) < 0).all()
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(float) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def test_lut_shapes_and_heat_luminance_rises():
+    for name in ('spectral', 'heat', 'gray'):
+        lut = colormap_lut(name)
+        assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    luma = _luma(colormap_lut('heat'))
+    assert (np.diff(luma) > -0.5).all() and luma[-1] - luma[0] > 200
+    with pytest.raises(ValueError, match='unknown colour map'):
+        colormap_lut('jet')
+
+
+def test_spectral_lut_is_smooth_and_distinct():
+    lut = colormap_lut('spectral').astype(int)
+    steps = np.abs(np.diff(lut, axis=0)).max(axis=1)
+    assert steps.max() <= 10  # no jumps between neighbouring entries
+    assert len({tuple(c) for c in lut}) > 240  # nearly every entry is its own colour
+    assert np.linalg.norm(lut[0] - lut[-1]) > 100  # near and far look different
+
+
+def test_colorize_depth_range_and_invalid_colour():
+    depth = np.tile(np.linspace(1.0, 9.0, 20, dtype=np.float32), (4, 1))
+    depth[0, 0] = np.nan
+    depth[0, 1] = np.inf
+    depth[0, 2] = -np.inf
+    rgb = colorize_depth(depth, vmin=1.0, vmax=9.0, invalid_color=(1, 2, 3))
+    lut = colormap_lut('spectral')
+    assert rgb.shape == (4, 20, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, :3] == [1, 2, 3]).all()
+    assert (rgb[1, 0] == lut[0]).all() and (rgb[1, -1] == lut[255]).all()
+    # Values outside [vmin, vmax] clip to the end colours.
+    clipped = colorize_depth(np.array([[0.0, 100.0]], dtype=np.float32), vmin=1.0, vmax=9.0)
+    assert (clipped[0, 0] == lut[0]).all() and (clipped[0, 1] == lut[255]).all()
+
+
+def test_colorize_depth_automatic_range_ignores_outliers():
+    depth = np.tile(np.linspace(1.0, 10.0, 100, dtype=np.float32), (10, 1))
+    depth[0, 0] = 1e6
+    rgb = colorize_depth(depth, cmap='heat')
+    # The ramp spreads over most of the map instead of collapsing to its first colours.
+    assert len({tuple(c) for c in rgb[5]}) > 80
+    assert _luma(rgb[5, -1]) - _luma(rgb[5, 0]) > 150
+
+
+def test_colorize_depth_all_invalid_and_bad_range():
+    rgb = colorize_depth(np.full((3, 3), np.nan, dtype=np.float32), invalid_color=(9, 9, 9))
+    assert (rgb == 9).all()
+    with pytest.raises(ValueError):
+        colorize_depth(np.ones((3, 3), dtype=np.float32), vmin=5.0, vmax=1.0)
+    with pytest.raises(ValueError):
+        colorize_depth(np.ones((3, 3), dtype=np.float32), invalid_color=(0, 0, 300))
+
+
+def test_colorize_normals_conventional_colours():
+    normals = np.array([[[0.0, 0.0, -1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0],
+                         [np.nan, 0.0, 0.0]]], dtype=np.float32)
+    rgb = colorize_normals(normals)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 4, 3)
+    np.testing.assert_array_equal(rgb[0, 0], [128, 128, 255])  # wall facing camera
+    np.testing.assert_array_equal(rgb[0, 1], [128, 255, 128])  # floor (normal up = −y)
+    np.testing.assert_array_equal(rgb[0, 2], [255, 128, 128])  # facing right
+    np.testing.assert_array_equal(rgb[0, 3], [0, 0, 0])
+    with pytest.raises(ValueError):
+        colorize_normals(np.zeros((4, 4, 2), dtype=np.float32))
+
+
+def test_pack_rgb_matches_pcl_byte_layout():
+    rgb = np.array([[0x12, 0x34, 0x56], [255, 0, 7]], dtype=np.uint8)
+    packed = pack_rgb(rgb)
+    assert packed.dtype == np.float32 and packed.shape == (2,)
+    words = packed.view(np.uint32)
+    assert words[0] == 0x00123456 and words[1] == 0x00FF0007
+    # Little-endian memory order of the word is b, g, r, 0.
+    assert packed.astype('<f4').tobytes()[:4] == bytes([0x56, 0x34, 0x12, 0x00])
+    np.testing.assert_array_equal(unpack_rgb(packed), rgb)
+    image = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(unpack_rgb(pack_rgb(image)), image)
+    with pytest.raises(ValueError):
+        pack_rgb(image.astype(np.float32))

@@ -1,0 +1,176 @@
+"""The one-slot holder, the stamped buffer and the node statistics (no ROS)."""
+
+import threading
+import time
+
+import pytest
+
+from densepred_ros.diagnostics import NodeStatistics, OK, Percentiles, RateMeter, WARN
+from densepred_ros.holder import LatestHolder, StampedBuffer
+
+
+class FakeClock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_holder_keeps_only_the_newest_and_counts_overwrites() -> None:
+    holder = LatestHolder()
+    assert holder.put('a') is False
+    assert holder.put('b') is True
+    assert holder.put('c') is True
+    assert holder.overwritten == 2
+    assert holder.put_count == 3
+    assert holder.take(timeout=0) == 'c'
+    assert holder.take(timeout=0) is None
+    assert holder.put('d') is False  # the slot was emptied by take
+    assert holder.overwritten == 2
+
+
+def test_holder_take_waits_for_a_put_from_another_thread() -> None:
+    holder = LatestHolder()
+    timer = threading.Timer(0.05, holder.put, args=('late',))
+    timer.start()
+    start = time.monotonic()
+    assert holder.take(timeout=2.0) == 'late'
+    assert time.monotonic() - start < 1.5
+    timer.join()
+
+
+def test_holder_take_times_out_empty() -> None:
+    holder = LatestHolder()
+    start = time.monotonic()
+    assert holder.take(timeout=0.05) is None
+    assert time.monotonic() - start >= 0.04
+
+
+def test_holder_close_wakes_a_waiting_taker_and_reopen_restores() -> None:
+    holder = LatestHolder()
+    result = []
+    taker = threading.Thread(target=lambda: result.append(holder.take(timeout=5.0)))
+    taker.start()
+    time.sleep(0.05)
+    holder.close()
+    taker.join(timeout=1.0)
+    assert not taker.is_alive()
+    assert result == [None]
+    holder.put('x')
+    assert holder.take(timeout=0) is None  # closed: nothing is handed out
+    holder.reopen()
+    assert not holder.closed
+    holder.put('y')
+    assert holder.take(timeout=0) == 'y'
+
+
+def test_holder_clear_and_none_rejected() -> None:
+    holder = LatestHolder()
+    assert holder.clear() is False
+    holder.put(1)
+    assert holder.clear() is True
+    assert holder.take(timeout=0) is None
+    with pytest.raises(ValueError):
+        holder.put(None)
+
+
+def test_holder_many_producers_lose_nothing_uncounted() -> None:
+    holder = LatestHolder()
+    taken = []
+
+    def produce(base: int) -> None:
+        for i in range(500):
+            holder.put(base + i)
+
+    def consume() -> None:
+        while not holder.closed:
+            item = holder.take(timeout=0.01)
+            if item is not None:
+                taken.append(item)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    producers = [threading.Thread(target=produce, args=(k * 1000,)) for k in range(3)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    time.sleep(0.05)
+    holder.close()
+    consumer.join()
+    leftover = 1 if holder.clear() else 0
+    # Every put is either taken, overwritten or still held: nothing disappears silently.
+    assert len(taken) + holder.overwritten + leftover == 1500
+    assert len(set(taken)) == len(taken)
+
+
+def test_stamped_buffer_nearest_within_offset() -> None:
+    buffer = StampedBuffer(capacity=3)
+    for stamp in (1.0, 1.1, 1.2, 1.3):
+        buffer.add(stamp, f'scan{stamp}')
+    assert len(buffer) == 3  # 1.0 was pushed out
+    assert buffer.nearest(1.24, 0.05) == (1.2, 'scan1.2')
+    assert buffer.nearest(1.27, 0.05) == (1.3, 'scan1.3')
+    assert buffer.nearest(1.0, 0.05) is None  # the matching scan was dropped
+    assert buffer.nearest(2.0, 0.5) is None
+    assert buffer.nearest(1.25, 0.1) == (1.3, 'scan1.3')  # tie: the newer wins
+    buffer.clear()
+    assert buffer.nearest(1.2, 1.0) is None
+    with pytest.raises(ValueError):
+        StampedBuffer(0)
+
+
+def test_rate_meter_counts_events_in_window() -> None:
+    clock = FakeClock()
+    meter = RateMeter(window=2.0, clock=clock)
+    assert meter.rate() == 0.0
+    for _ in range(11):
+        meter.tick()
+        clock.now += 0.1
+    assert meter.rate() == pytest.approx(10.0)
+    clock.now += 5.0
+    assert meter.rate() == 0.0  # everything left the window
+
+
+def test_percentiles() -> None:
+    window = Percentiles(size=100)
+    assert all(v != v for v in window.get(50, 95))  # NaN when empty
+    for v in range(1, 201):
+        window.add(v)
+    assert len(window) == 100  # only the last 100 (101..200) are kept
+    p50, p95 = window.get(50, 95)
+    assert p50 == pytest.approx(150.5)
+    assert p95 == pytest.approx(195.05)
+
+
+def test_statistics_summary_levels_and_counts() -> None:
+    clock = FakeClock()
+    stats = NodeStatistics(clock=clock)
+    assert stats.summary('inactive').level == WARN
+    stats.record_input(replaced=False)
+    clock.now += 0.1
+    stats.record_input(replaced=True)
+    summary = stats.summary('active')
+    assert summary.level == WARN and 'nothing published' in summary.message
+    stats.record_stale()
+    stats.record_decode_error()
+    stats.record_output(latency=0.2, inference_time=0.1)
+    stats.record_alignment(True, '', n_points=100, n_inliers=90, median_rel_error=0.01)
+    summary = stats.summary('active', backend='torch', device='cpu')
+    values = dict(summary.values)
+    assert summary.level == OK
+    assert stats.dropped == 2
+    assert values['dropped (overwritten)'] == '1'
+    assert values['dropped (stale)'] == '1'
+    assert values['decode errors'] == '1'
+    assert values['alignment'] == 'ok'
+    assert values['alignment inliers'] == '90'
+    assert values['latency p50 (s)'] == '0.200'
+    assert values['backend'] == 'torch' and values['device'] == 'cpu'
+    stats.record_alignment(False, 'too few points')
+    summary = stats.summary('active')
+    assert summary.level == WARN and 'too few points' in summary.message
+    assert stats.summary('active', alignment_wanted=False).level == OK

@@ -1,0 +1,515 @@
+"""The depth node end to end over real rclpy, with tiny checkpoints and generated scenes.
+
+Every test runs the node and a helper node in this process (one executor thread), each
+test in its own namespace; the module uses its own ROS domain id to avoid cross-talk with
+other test runs. All QoS is reliable, so no test depends on best-effort luck.
+"""
+
+import math
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List
+
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State as StateMsg
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from densepred_ros import encode
+from densepred_ros.alignment import TemporalAligner
+from densepred_ros.camera import extrinsic_from_xyz_quat
+from densepred_ros.geometry import unpack_rgb
+from densepred_ros.models import ModelSpec, Prediction
+from densepred_ros.node import DepthNode, DepthPipeline
+from densepred_ros.params import NodeConfig
+from densepred_ros.synthetic import make_frame
+from densepred_ros.testing import write_tiny_lotus
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN_ID = 40 + os.getpid() % 50
+WIDTH, HEIGHT = 96, 72
+FRAME_ID = 'camera_optical_frame'
+RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+OUTPUTS = {
+    'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
+    'depth/color': Image, 'normals/image': Image, 'normals/color': Image,
+    'points': PointCloud2,
+}
+
+
+def quaternion_from_rotation(R: np.ndarray) -> List[float]:
+    """Return [qx, qy, qz, qw] of a rotation matrix (largest-component method)."""
+    trace = float(np.trace(R))
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * math.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
+        q = [0.0, 0.0, 0.0, (R[k, j] - R[j, k]) / s]
+        q[i] = s / 4
+        q[j] = (R[j, i] + R[i, j]) / s
+        q[k] = (R[k, i] + R[i, k]) / s
+    return [float(x) for x in q]
+
+
+def extrinsic_parameter(T: np.ndarray) -> List[float]:
+    """Return [x, y, z, qx, qy, qz, qw] of T, checked by rebuilding T from it."""
+    values = [float(x) for x in T[:3, 3]] + quaternion_from_rotation(T[:3, :3])
+    np.testing.assert_allclose(extrinsic_from_xyz_quat(*values), T, atol=1e-9)
+    return values
+
+
+class OraclePredictor:
+    """A 'model' that returns the frame's true depth, normalised to [0, 1] (depth space).
+
+    With it the alignment must recover metric depth exactly, which checks the whole
+    chain (extrinsic convention, projection, pairing, encoding) end to end.
+    """
+
+    def __init__(self, frame) -> None:
+        depth = frame.depth.astype(np.float64)
+        finite = np.isfinite(depth)
+        lo, hi = depth[finite].min(), depth[finite].max()
+        relative = np.where(finite, (depth - lo) / (hi - lo), 1.0)
+        self.relative = relative.astype(np.float32)
+        self.rgb = frame.rgb
+        self.spec = ModelSpec(family='lotus', variant='g', space='depth',
+                              default_processing_resolution=0, source='oracle')
+        self.closed = False
+
+    def predict(self, rgb: np.ndarray) -> Prediction:
+        assert np.array_equal(rgb, self.rgb), 'the oracle only knows its own frame'
+        return Prediction(space='depth', values=self.relative.copy())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(scope='module')
+def ros():
+    """Initialise rclpy once for the module, on its own domain."""
+    rclpy.init(domain_id=DOMAIN_ID)
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> str:
+    """Write a tiny random-weight Lotus-G depth model: meaningless values, real code path."""
+    path = tmp_path_factory.mktemp('node') / 'lotus-depth-g'
+    return str(write_tiny_lotus(path, variant='g', space='depth', processing_resolution=64))
+
+
+@pytest.fixture(scope='module')
+def normals_checkpoint(tmp_path_factory) -> str:
+    """Write a tiny random-weight Lotus-G normals model."""
+    path = tmp_path_factory.mktemp('node') / 'lotus-normals-g'
+    return str(write_tiny_lotus(path, variant='g', space='normals', processing_resolution=64))
+
+
+@pytest.fixture(scope='module')
+def frame():
+    """Render an indoor scene seen by a 96×72 camera and a 32-beam lidar."""
+    return make_frame(seed=3, kind='indoor', width=WIDTH, height=HEIGHT, beams=32)
+
+
+class Rig:
+    """The node under test plus a helper node that feeds it and records its outputs."""
+
+    def __init__(self, namespace: str, overrides: Dict[str, object]) -> None:
+        self.namespace = namespace
+        params = {'model.device': 'cpu', 'qos.input_reliability': 'reliable',
+                  'alignment.max_time_offset': 0.05, 'max_age': 5.0,
+                  'diagnostics_period': 0.2, **overrides}
+        self.node = DepthNode(namespace=namespace, parameter_overrides=[
+            Parameter(name, value=value) for name, value in params.items()])
+        self.helper = Node('helper', namespace=namespace)
+        self.received: Dict[str, list] = {topic: [] for topic in OUTPUTS}
+        self.diagnostics: List[DiagnosticArray] = []
+        self.lock = threading.Lock()
+        self.image_pub = self.helper.create_publisher(Image, 'image', RELIABLE)
+        self.info_pub = self.helper.create_publisher(CameraInfo, 'camera_info', RELIABLE)
+        self.lidar_pub = self.helper.create_publisher(PointCloud2, 'lidar', RELIABLE)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.helper)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def subscribe(self, topics=tuple(OUTPUTS)) -> None:
+        for topic in topics:
+            self.helper.create_subscription(
+                OUTPUTS[topic], topic, lambda msg, t=topic: self._store(t, msg), RELIABLE)
+        self.helper.create_subscription(DiagnosticArray, '/diagnostics', self._diag, 10)
+
+    def _store(self, topic: str, msg) -> None:
+        with self.lock:
+            self.received[topic].append(msg)
+
+    def _diag(self, msg: DiagnosticArray) -> None:
+        if msg.status and msg.status[0].name.startswith(self.namespace + '/densepred'):
+            with self.lock:
+                self.diagnostics.append(msg)
+
+    def header(self, age: float = 0.0) -> Header:
+        now = self.node.get_clock().now().nanoseconds - int(age * 1e9)
+        header = Header(frame_id=FRAME_ID)
+        header.stamp.sec, header.stamp.nanosec = divmod(now, 10**9)
+        return header
+
+    def wait_inputs_matched(self, timeout: float = 5.0) -> None:
+        pubs = [self.image_pub, self.info_pub]
+        assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout), \
+            'the node never subscribed to image and camera_info'
+
+    def publish(self, frame, *, lidar: bool = True, encoding_image: Image = None,
+                age: float = 0.0) -> Header:
+        header = self.header(age)
+        self.info_pub.publish(encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT))
+        if lidar:
+            lidar_header = Header(frame_id='lidar', stamp=header.stamp)
+            self.lidar_pub.publish(encode.points_to_pointcloud2(frame.lidar_points,
+                                                                lidar_header))
+            time.sleep(0.02)  # let the scan arrive before the image
+        image = encoding_image if encoding_image is not None else encode.rgb_to_image(
+            frame.rgb, header)
+        image.header = header
+        self.image_pub.publish(image)
+        return header
+
+    def feed_until(self, frame, done: Callable[[], bool], timeout: float = 15.0,
+                   **kwargs) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.publish(frame, **kwargs)
+            if wait_for(done, 0.3):
+                return True
+        return False
+
+    def count(self, topic: str) -> int:
+        with self.lock:
+            return len(self.received[topic])
+
+    def latest(self, topic: str):
+        with self.lock:
+            return self.received[topic][-1]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=2.0)
+        self.node.close()
+        self.node.destroy_node()
+        self.helper.destroy_node()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def make_rig(ros, request):
+    rigs = []
+
+    def make(overrides: Dict[str, object]) -> Rig:
+        rig = Rig(f'/{request.node.name.replace("[", "_").replace("]", "")}', overrides)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+def diagnostics(rig: Rig) -> List[Dict[str, str]]:
+    with rig.lock:
+        arrays = list(rig.diagnostics)
+    return [{kv.key: kv.value for kv in d.status[0].values} for d in arrays]
+
+
+def state_id(node: DepthNode) -> int:
+    return node._state_machine.current_state[0]
+
+
+def assert_header(msg, header: Header) -> None:
+    assert msg.header.frame_id == header.frame_id
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == \
+        (header.stamp.sec, header.stamp.nanosec)
+
+
+def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
+    extrinsic = extrinsic_parameter(frame.T_cam_lidar)
+    rig = make_rig({'model.path': checkpoint, 'alignment.extrinsic': extrinsic})
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
+    rig.subscribe()
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0
+                          and rig.count('depth/camera_info') > 0
+                          and rig.count('depth/color') > 0)
+    relative = rig.latest('depth/relative')
+    header = relative.header
+    assert header.frame_id == FRAME_ID
+    assert relative.encoding == '32FC1'
+    assert (relative.height, relative.width) == (HEIGHT, WIDTH)
+    values = np.frombuffer(relative.data, dtype=np.float32)
+    assert values.size == WIDTH * HEIGHT
+    assert np.isfinite(values).all() and 0.0 <= values.min() and values.max() <= 1.0
+    info = rig.latest('depth/camera_info')
+    assert (info.width, info.height) == (WIDTH, HEIGHT)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), frame.camera.K, rtol=1e-9)
+    color = rig.latest('depth/color')
+    assert color.encoding == 'rgb8' and (color.height, color.width) == (HEIGHT, WIDTH)
+    # Every output of one frame carries that frame's header.
+    for topic in ('depth/camera_info', 'depth/color'):
+        matching = [m for m in rig.received[topic]
+                    if (m.header.stamp.sec, m.header.stamp.nanosec)
+                    == (header.stamp.sec, header.stamp.nanosec)]
+        assert matching, topic
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    values = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]
+    assert values['backend'] == 'torch' and values['device'] == 'cpu'
+    assert values['state'] == 'active'
+    assert values['alignment'] != 'no frame yet'  # the random model's fit status is shown
+
+    assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(lambda: rig.image_pub.get_subscription_count() == 0, 5.0)
+    assert rig.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_UNCONFIGURED
+
+
+def test_metric_outputs_with_an_oracle_model(make_rig, checkpoint, frame, monkeypatch) -> None:
+    oracle = OraclePredictor(frame)
+    monkeypatch.setattr('densepred_ros.models.load_predictor',
+                        lambda *args, **kwargs: oracle)
+    stride = 2
+    rig = make_rig({'model.path': checkpoint, 'output.points_stride': stride,
+                    'alignment.extrinsic': extrinsic_parameter(frame.T_cam_lidar)})
+    assert rig.node.start()
+    rig.subscribe()
+    rig.wait_inputs_matched()
+    assert wait_for(lambda: rig.lidar_pub.get_subscription_count() > 0, 5.0)
+    assert rig.feed_until(frame, lambda: all(rig.count(t) > 0 for t in OUTPUTS)), \
+        {t: rig.count(t) for t in OUTPUTS}
+
+    depth_msg = rig.latest('depth/image')
+    assert depth_msg.encoding == '32FC1' and (depth_msg.height, depth_msg.width) == \
+        (HEIGHT, WIDTH)
+    depth = np.frombuffer(depth_msg.data, dtype=np.float32).reshape(HEIGHT, WIDTH)
+    truth = frame.depth
+    both = np.isfinite(depth) & np.isfinite(truth)
+    assert both.mean() > 0.9
+    rel_error = np.abs(depth[both] - truth[both]) / truth[both]
+    assert np.median(rel_error) < 0.02, np.median(rel_error)
+    assert not np.any(depth == 0.0)  # REP 118: never 0 for invalid
+
+    normals_msg = rig.latest('normals/image')
+    assert normals_msg.encoding == '32FC3'
+    normals = np.frombuffer(normals_msg.data, dtype=np.float32).reshape(HEIGHT, WIDTH, 3)
+    valid = np.isfinite(normals).all(axis=-1)
+    assert valid.mean() > 0.5
+    np.testing.assert_allclose(np.linalg.norm(normals[valid], axis=-1), 1.0, atol=1e-4)
+    assert rig.latest('normals/color').encoding == 'rgb8'
+
+    cloud = rig.latest('points')
+    assert_header(cloud, depth_msg.header)
+    assert (cloud.height, cloud.width) == (math.ceil(HEIGHT / stride),
+                                           math.ceil(WIDTH / stride))
+    assert [(f.name, f.offset, f.datatype) for f in cloud.fields] == \
+        [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('rgb', 16, 7)]
+    assert cloud.point_step == 32 and cloud.row_step == 32 * cloud.width
+    table = np.frombuffer(cloud.data, dtype=np.float32).reshape(cloud.height, cloud.width, 8)
+    z = table[..., 2]
+    np.testing.assert_allclose(z[np.isfinite(z)], depth[::stride, ::stride][np.isfinite(z)])
+    colours = unpack_rgb(np.ascontiguousarray(table[..., 4]))
+    np.testing.assert_array_equal(colours, frame.rgb[::stride, ::stride])
+
+    assert wait_for(lambda: any(v['alignment'] == 'ok' and int(v['alignment inliers']) >= 20
+                                for v in diagnostics(rig)), 3.0)
+    rig.node.trigger_deactivate()
+    rig.node.trigger_cleanup()
+    assert oracle.closed  # cleanup frees the model
+
+
+def test_unsupported_encoding_is_skipped_and_counted(make_rig, checkpoint, frame) -> None:
+    rig = make_rig({'model.path': checkpoint, 'alignment.enabled': False})
+    assert rig.node.start()
+    rig.subscribe(['depth/relative'])
+    rig.wait_inputs_matched()
+    yuv = Image(height=HEIGHT, width=WIDTH, encoding='yuv422', step=2 * WIDTH,
+                data=bytes(2 * WIDTH * HEIGHT))
+    assert rig.feed_until(frame, lambda: rig.node.stats.decode_errors >= 2,
+                          encoding_image=yuv)
+    assert rig.count('depth/relative') == 0
+    # The node keeps running and processes the next good frame.
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
+
+
+def test_stale_frames_are_dropped(make_rig, checkpoint, frame) -> None:
+    rig = make_rig({'model.path': checkpoint, 'max_age': 0.5, 'alignment.enabled': False})
+    assert rig.node.start()
+    rig.subscribe(['depth/relative'])
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.node.stats.dropped_stale >= 2, age=3.0)
+    assert rig.count('depth/relative') == 0
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
+
+
+def test_idle_without_subscribers_then_resumes(make_rig, checkpoint, frame) -> None:
+    rig = make_rig({'model.path': checkpoint, 'alignment.enabled': False})
+    assert rig.node.start()
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.node.stats.idle_no_subscribers)
+    assert rig.node.stats.frames_out == 0
+    rig.subscribe(['depth/color'])
+    assert rig.feed_until(frame, lambda: rig.count('depth/color') > 0)
+    assert not rig.node.stats.idle_no_subscribers
+
+
+def test_failed_configure_then_recovery(make_rig, checkpoint, normals_checkpoint,
+                                        tmp_path) -> None:
+    rig = make_rig({'model.path': str(tmp_path / 'missing')})
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_UNCONFIGURED
+    # A normals checkpoint where the depth model belongs is refused too.
+    rig.node.set_parameters([Parameter('model.path', value=normals_checkpoint)])
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    rig.node.set_parameters([Parameter('model.backend', value='tensorrt')])
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    rig.node.set_parameters([Parameter('model.backend', value='torch'),
+                             Parameter('model.path', value=checkpoint)])
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_INACTIVE
+    assert rig.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+
+def test_pipeline_without_camera_info_or_lidar(checkpoint, frame) -> None:
+    from densepred_ros.models import load_predictor, PredictorOptions
+    predictor = load_predictor(checkpoint, PredictorOptions(device='cpu'))
+    config = NodeConfig.from_parameters({'model.path': checkpoint})
+    try:
+        pipeline = DepthPipeline(predictor, config.output, aligner=None)
+        header = Header(frame_id=FRAME_ID)
+        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), None)
+        assert set(out.messages) == {'depth/relative', 'depth/color'}
+        assert out.alignment_reason == 'alignment disabled'
+        assert out.inference_time > 0
+
+        # An uncalibrated camera_info (K = 0) and a scan without x/y/z are reported, and
+        # the frame still yields its relative depth.
+        pipeline.aligner = TemporalAligner('depth')
+        uncalibrated = CameraInfo(width=WIDTH, height=HEIGHT)
+        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), uncalibrated,
+                               PointCloud2(), np.eye(4))
+        assert 'depth/relative' in out.messages and 'depth/image' not in out.messages
+        assert 'camera_info unusable' in out.input_errors[0]
+        good_info = encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT)
+        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), good_info,
+                               PointCloud2(header=header), np.eye(4))
+        assert 'lidar scan unusable' in out.input_errors[0]
+        assert out.alignment_reason == 'lidar scan unusable'
+        assert 'depth/camera_info' in out.messages
+    finally:
+        predictor.close()
+
+
+def feed_process(frame, domain_id: int, namespace: str, timeout: float = 20.0) -> bool:
+    """Publish frames to a node in another process until it publishes depth/relative."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    executor = SingleThreadedExecutor(context=context)
+    feeder = rclpy.create_node('feeder', namespace=namespace, context=context)
+    executor.add_node(feeder)
+    received = []
+    feeder.create_subscription(Image, 'depth/relative', received.append, RELIABLE)
+    image_pub = feeder.create_publisher(Image, 'image', RELIABLE)
+    info_pub = feeder.create_publisher(CameraInfo, 'camera_info', RELIABLE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not received and time.monotonic() < deadline:
+            header = Header(frame_id=FRAME_ID, stamp=feeder.get_clock().now().to_msg())
+            info_pub.publish(encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT))
+            image_pub.publish(encode.rgb_to_image(frame.rgb, header))
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.02)
+        return bool(received)
+    finally:
+        executor.shutdown()
+        feeder.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize('signum, autostart, ready', [
+    (signal.SIGINT, True, ': active'),  # loaded model, worker running
+    (signal.SIGTERM, False, 'waiting for lifecycle transitions'),  # light: nothing loaded
+])
+def test_process_exits_cleanly_on_signal(checkpoint, frame, signum, autostart,
+                                         ready) -> None:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID + 1), PYTHONUNBUFFERED='1',
+               RCUTILS_LOGGING_BUFFERED_STREAM='0')
+    command = [sys.executable, '-m', 'densepred_ros.node', '--ros-args',
+               '-p', f'model.path:={checkpoint}', '-p', 'model.device:=cpu',
+               '-p', f'autostart:={str(autostart).lower()}', '-r', '__ns:=/signal_test']
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env, cwd=ROOT, text=True)
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: any(line.rstrip().endswith(ready) for line in lines)
+                        or process.poll() is not None, 60.0), ''.join(lines)
+        assert process.poll() is None, ''.join(lines)
+        if autostart:
+            # Shut down after image traffic, when a plain rclpy.spin may miss SIGINT.
+            assert feed_process(frame, DOMAIN_ID + 1, '/signal_test'), ''.join(lines)
+        time.sleep(0.5)
+        process.send_signal(signum)
+        rc = process.wait(timeout=5.0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=2.0)
+    output = ''.join(lines)
+    assert rc == 0, output
+    assert 'Traceback' not in output, output
+
+
+def test_normals_from_a_normals_model(make_rig, checkpoint, normals_checkpoint,
+                                      frame) -> None:
+    rig = make_rig({'model.path': checkpoint, 'model.normals_path': normals_checkpoint,
+                    'alignment.enabled': False})
+    assert rig.node.start()
+    rig.subscribe(['normals/image', 'normals/color'])
+    rig.wait_inputs_matched()
+    # No lidar, so no metric depth: these normals can only come from the normals model.
+    assert rig.feed_until(frame, lambda: rig.count('normals/image') > 0
+                          and rig.count('normals/color') > 0)
+    msg = rig.latest('normals/image')
+    assert msg.encoding == '32FC3' and (msg.height, msg.width) == (HEIGHT, WIDTH)
+    normals = np.frombuffer(msg.data, dtype=np.float32).reshape(HEIGHT, WIDTH, 3)
+    valid = np.isfinite(normals).all(axis=-1)
+    assert valid.mean() > 0.9
+    np.testing.assert_allclose(np.linalg.norm(normals[valid], axis=-1), 1.0, atol=1e-3)
