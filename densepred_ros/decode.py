@@ -32,7 +32,7 @@ _DEPTH_ENCODINGS: Dict[str, Tuple[int, int]] = {
 }
 _DEPTH_DTYPES = {'32FC1': 'f4', '64FC1': 'f8', '16UC1': 'u2'}
 _FLOAT_ENCODINGS: Dict[str, Tuple[int, int]] = {f'32FC{c}': (c, 4) for c in (1, 2, 3, 4)}
-_FLOAT_DTYPES = {name: 'f4' for name in _FLOAT_ENCODINGS}
+_FLOAT_DTYPES = dict.fromkeys(_FLOAT_ENCODINGS, 'f4')
 
 # sensor_msgs/PointField datatype constants for the types x, y, z may have.
 _FLOAT32 = 7
