@@ -12,9 +12,8 @@ views may be read-only and share memory with the message.
 
 from typing import Any, Dict, Tuple
 
-import numpy as np
-
 from densepred_ros.camera import CameraModel
+import numpy as np
 
 # encoding → (channels, bytes per channel)
 _RGB_ENCODINGS: Dict[str, Tuple[int, int]] = {

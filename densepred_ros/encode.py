@@ -12,12 +12,11 @@ import sys
 from typing import Optional
 
 from builtin_interfaces.msg import Time
+from densepred_ros.camera import CameraModel
+from densepred_ros.geometry import pack_rgb
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
-
-from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import pack_rgb
 
 _IS_BIGENDIAN = sys.byteorder == 'big'
 

@@ -35,10 +35,9 @@ from pathlib import Path
 import re
 from typing import List, Optional, Tuple
 
-import numpy as np
-
 from densepred_ros.alignment import align, AlignmentConfig, to_metric
 from densepred_ros.camera import CameraModel, project_points, transform_points
+import numpy as np
 
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 

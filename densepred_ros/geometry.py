@@ -9,9 +9,8 @@ Back-projection uses the rectified intrinsics in ``camera.P[:3, :3]``, like dept
 import math
 from typing import Optional, Sequence, Tuple
 
-import numpy as np
-
 from densepred_ros.camera import CameraModel
+import numpy as np
 
 Color = Tuple[int, int, int]
 

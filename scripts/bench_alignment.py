@@ -13,10 +13,9 @@ Usage: python scripts/bench_alignment.py [--repeat 30] [--space disparity] [--ki
 import argparse
 import time
 
-import numpy as np
-
 from densepred_ros.alignment import align
 from densepred_ros.camera import CameraModel, project_points, transform_points
+import numpy as np
 
 WIDTH, HEIGHT = 1242, 375
 

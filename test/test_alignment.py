@@ -2,9 +2,6 @@
 
 import math
 
-import numpy as np
-import pytest
-
 from densepred_ros.alignment import align
 from densepred_ros.alignment import AlignmentConfig
 from densepred_ros.alignment import AlignmentPrior
@@ -13,6 +10,8 @@ from densepred_ros.alignment import to_metric
 from densepred_ros.camera import project_points
 from densepred_ros.camera import transform_points
 from densepred_ros.synthetic import make_frame
+import numpy as np
+import pytest
 
 SPACES = ('depth', 'disparity')
 

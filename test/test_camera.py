@@ -2,14 +2,13 @@
 
 import math
 
-import numpy as np
-import pytest
-
 from densepred_ros.camera import CameraModel
 from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.camera import project_points
 from densepred_ros.camera import transform_points
 from densepred_ros.synthetic import make_frame
+import numpy as np
+import pytest
 
 
 def _cam(width=64, height=48, fx=50.0, fy=55.0, cx=31.5, cy=23.5):

@@ -6,16 +6,15 @@ import struct
 import time
 import uuid
 
+from densepred_ros.camera import CameraModel
+from densepred_ros.decode import (
+    camera_info_to_model, DecodeError, image_to_depth, image_to_rgb, pointcloud2_to_xyz)
+from densepred_ros.encode import (
+    camera_info_for, depth_to_image, points_to_pointcloud2, rgb_to_image)
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
-
-from densepred_ros.camera import CameraModel
-from densepred_ros.decode import (camera_info_to_model, DecodeError, image_to_depth,
-                                  image_to_rgb, pointcloud2_to_xyz)
-from densepred_ros.encode import (camera_info_for, depth_to_image, points_to_pointcloud2,
-                                  rgb_to_image)
 
 
 def _image(encoding: str, width: int, height: int, rows: list, is_bigendian: int = 0,

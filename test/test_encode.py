@@ -3,14 +3,14 @@
 import struct
 import sys
 
+from densepred_ros.camera import CameraModel
+from densepred_ros.encode import (
+    camera_info_for, copy_header, depth_to_image, float_to_image, normals_to_image,
+    points_to_pointcloud2, rgb_to_image)
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
-
-from densepred_ros.camera import CameraModel
-from densepred_ros.encode import (camera_info_for, copy_header, depth_to_image, float_to_image,
-                                  normals_to_image, points_to_pointcloud2, rgb_to_image)
 
 NATIVE = '<' if sys.byteorder == 'little' else '>'
 

@@ -3,12 +3,11 @@
 import argparse
 import json
 
+from densepred_ros import evaluation
+from densepred_ros.synthetic import make_frame
 import numpy as np
 from PIL import Image
 import pytest
-
-from densepred_ros import evaluation
-from densepred_ros.synthetic import make_frame
 
 WIDTH, HEIGHT = 160, 120
 

@@ -1,11 +1,11 @@
 """Tier-1 tests of densepred_ros.geometry on generated depth images (numpy only)."""
 
+from densepred_ros.camera import CameraModel
+from densepred_ros.geometry import (
+    colorize_depth, colorize_normals, colormap_lut, depth_to_points, normals_from_depth, pack_rgb,
+    unpack_rgb)
 import numpy as np
 import pytest
-
-from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import (colorize_depth, colorize_normals, colormap_lut,
-                                    depth_to_points, normals_from_depth, pack_rgb, unpack_rgb)
 
 W, H = 64, 48
 FX, FY, CX, CY = 60.0, 55.0, 31.5, 23.0

@@ -3,10 +3,9 @@
 import threading
 import time
 
-import pytest
-
 from densepred_ros.diagnostics import NodeStatistics, OK, Percentiles, RateMeter, WARN
 from densepred_ros.holder import LatestHolder, StampedBuffer
+import pytest
 
 
 class FakeClock:

@@ -5,12 +5,11 @@ import importlib.util
 from pathlib import Path
 import py_compile
 
-import pytest
-import yaml
-
 from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.params import (
     ConfigError, declare_parameters, MAX_PROCESSING_RESOLUTION, NodeConfig, PARAMETERS)
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {'model.path': '/models/lotus'}

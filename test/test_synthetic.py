@@ -2,8 +2,8 @@
 
 from densepred_ros.camera import CameraModel
 from densepred_ros.synthetic import (
-    Box, camera_pose, Cylinder, LidarConfig, make_camera, make_frame, make_scene,
-    make_sequence, Material, Plane, render_frame, Scene, simulate_lidar, Sphere, yaw_rotation)
+    Box, camera_pose, Cylinder, LidarConfig, make_camera, make_frame, make_scene, make_sequence,
+    Material, Plane, render_frame, Scene, simulate_lidar, Sphere, yaw_rotation)
 import numpy as np
 import pytest
 

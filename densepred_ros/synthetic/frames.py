@@ -8,8 +8,7 @@ from densepred_ros.synthetic.lidar import LidarConfig, simulate_lidar
 from densepred_ros.synthetic.poses import (
     cam_lidar_transform, DEFAULT_LIDAR_OFFSET, optical_from_body, rig_lidar_transform)
 from densepred_ros.synthetic.render import make_camera, render_frame
-from densepred_ros.synthetic.scenes import (
-    DEFAULT_STREET_LENGTH, make_scene, max_speed, Scene)
+from densepred_ros.synthetic.scenes import DEFAULT_STREET_LENGTH, make_scene, max_speed, Scene
 import numpy as np
 
 
