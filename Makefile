@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench soak clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: venv
 
 bench: venv
 	$(PY) scripts/bench_alignment.py
+
+# Not in `make test`: 10 000 frames at 30 Hz with lidar into the node (about 6 minutes).
+soak: venv
+	$(PY) scripts/soak.py --frames 10000 --rate 30 --json soak.json
 
 clean:
 	rm -rf $(VENV) build install log demo_output .pytest_cache

@@ -115,7 +115,13 @@ class NodeStatistics:
         self.dropped_stale = 0
         self.decode_errors = 0
         self.processing_errors = 0
+        self.consecutive_failures = 0
+        self.skipped_idle = 0
+        self.clock_jumps = 0
+        self.fault = ''
         self.idle_no_subscribers = False
+        self._last_scan: Optional[float] = None
+        self._last_camera_info: Optional[float] = None
         self.alignment_ok: Optional[bool] = None
         self.alignment_reason = 'no frame yet'
         self.alignment_inliers = 0
@@ -142,18 +148,58 @@ class NodeStatistics:
         with self._lock:
             self.decode_errors += 1
 
-    def record_processing_error(self) -> None:
-        """Count a frame lost to an unexpected error in the pipeline."""
+    def record_processing_error(self) -> int:
+        """Count a frame lost to an unexpected error; return the consecutive failures."""
         with self._lock:
             self.processing_errors += 1
+            self.consecutive_failures += 1
+            return self.consecutive_failures
 
-    def record_output(self, latency: float, inference_time: float) -> None:
-        """Count a published frame: latency (stamp → publish) and inference time, s."""
+    def record_idle_skip(self) -> None:
+        """Count a frame taken but not processed because no output had a subscriber."""
+        with self._lock:
+            self.skipped_idle += 1
+
+    def record_output(self, latency: Optional[float], inference_time: float) -> None:
+        """Count a published frame: latency (stamp → publish) and inference time, s.
+
+        A None latency (the image stamp is ahead of the node clock, e.g. just after the
+        clock jumped back) counts the frame without adding a latency sample. A published
+        frame ends any run of consecutive failures.
+        """
         with self._lock:
             self.frames_out += 1
+            self.consecutive_failures = 0
             self.output_rate.tick()
-            self.latency.add(latency)
+            if latency is not None:
+                self.latency.add(latency)
             self.inference_time.add(inference_time)
+
+    def record_clock_jump(self) -> None:
+        """Count a backward jump of the image stamps and forget the latency history."""
+        with self._lock:
+            self.clock_jumps += 1
+            self.latency = Percentiles()
+
+    def record_scan(self) -> None:
+        """Note that a lidar scan arrived now."""
+        with self._lock:
+            self._last_scan = self._clock()
+
+    def record_camera_info(self) -> None:
+        """Note that a camera_info arrived now."""
+        with self._lock:
+            self._last_camera_info = self._clock()
+
+    def set_fault(self, reason: str) -> None:
+        """Mark the node as failed (diagnostics ERROR) with a reason; '' clears it."""
+        with self._lock:
+            self.fault = str(reason)
+            if not reason:
+                self.consecutive_failures = 0
+
+    def _since(self, last: Optional[float]) -> str:
+        return 'never' if last is None else f'{self._clock() - last:.2f}'
 
     def record_alignment(self, ok: bool, reason: str, n_points: int = 0, n_inliers: int = 0,
                          median_rel_error: float = math.nan, scale: float = math.nan,
@@ -183,8 +229,10 @@ class NodeStatistics:
             alignment_wanted: whether failing alignment is a warning.
 
         Returns:
-            WARN when inactive, when images arrive but nothing was published yet, or when
-            alignment is wanted and failing; else OK (also when idle without subscribers).
+            ERROR after a fault (`set_fault`, e.g. repeated inference failures), whatever
+            the state; WARN when inactive, when images arrive but nothing was published
+            yet, or when alignment is wanted and failing (the message then says when the
+            last scan arrived); else OK (also when idle without subscribers).
         """
         with self._lock:
             rate_in, rate_out = self.input_rate.rate(), self.output_rate.rate()
@@ -207,6 +255,12 @@ class NodeStatistics:
                 ('dropped (stale)', str(self.dropped_stale)),
                 ('decode errors', str(self.decode_errors)),
                 ('processing errors', str(self.processing_errors)),
+                ('consecutive failures', str(self.consecutive_failures)),
+                ('skipped (no subscribers)', str(self.skipped_idle)),
+                ('clock jumps', str(self.clock_jumps)),
+                ('time since last scan (s)', self._since(self._last_scan)),
+                ('time since last camera_info (s)', self._since(self._last_camera_info)),
+                ('fault', self.fault),
                 ('alignment', alignment),
                 ('alignment points', str(self.alignment_points)),
                 ('alignment inliers', str(self.alignment_inliers)),
@@ -216,14 +270,18 @@ class NodeStatistics:
                 ('backend', backend),
                 ('device', device),
             ]
-            if state != 'active':
+            if self.fault:
+                level, message = ERROR, f'{state}: {self.fault}'
+            elif state != 'active':
                 level, message = WARN, f'{state}: not processing'
             elif self.idle_no_subscribers:
                 level, message = OK, 'idle: no subscribers to any output'
             elif rate_in > 0 and self.frames_out == 0:
                 level, message = WARN, 'receiving images, nothing published yet'
             elif alignment_wanted and self.alignment_ok is False:
-                level, message = WARN, f'alignment failing: {self.alignment_reason}'
+                last = self._since(self._last_scan)
+                scan = 'no scan received' if last == 'never' else f'last scan {last} s ago'
+                level, message = WARN, f'alignment failing: {self.alignment_reason} ({scan})'
             else:
                 level, message = OK, f'publishing at {rate_out:.1f} Hz'
         return DiagnosticSummary(level=level, message=message, values=values)

@@ -6,15 +6,41 @@ and starts the worker; deactivate stops both; cleanup frees the model. The subsc
 callbacks only store the newest image (`holder.LatestHolder`), camera_info and scans; one
 worker thread runs `DepthPipeline` (decode → predict → project → align → geometry →
 encode) on the newest frame and publishes every output with the input image's header.
+
+Faults (see the README's Reliability section):
+
+- A message that cannot be decoded (`decode.DecodeError`) is skipped with a throttled
+  warning and counted ('decode errors'); a bad camera_info or scan only costs that frame
+  its metric outputs.
+- Without a recent lidar scan the relative outputs go on, metric depth, normals from depth
+  and points pause, and /diagnostics says WARN with the time since the last scan.
+- Any other error in a frame (the model raising) skips the frame and is counted; after
+  ``max_consecutive_failures`` failed frames in a row the node logs an ERROR, reports ERROR
+  on /diagnostics (with the reason, kept until the next activate or configure) and
+  deactivates itself. It does not go through the lifecycle ErrorProcessing state, which
+  would also drop the model and the diagnostics publisher: inactive keeps both, so the
+  operator sees why, and `activate` retries.
+- Image stamps going backwards (a bag replayed in a loop) clear the scans from the
+  future, reset the alignment filter and the latency window, and are logged once per jump.
+- SIGINT/SIGTERM (``main``) stop the spin loop within 0.2 s; a worker stuck in a slow
+  inference is waited for at most `EXIT_JOIN_TIMEOUT` s before the process exits 0.
 """
 
 from dataclasses import dataclass, field
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from densepred_ros import decode, encode, geometry
+from densepred_ros.alignment import AlignmentConfig, TemporalAligner
+from densepred_ros.camera import (
+    CameraModel, extrinsic_from_xyz_quat, project_points, transform_points)
+from densepred_ros.diagnostics import NodeStatistics
+from densepred_ros.holder import LatestHolder, StampedBuffer
+from densepred_ros.params import ConfigError, declare_parameters, NodeConfig, OutputConfig
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 import rclpy
@@ -25,14 +51,6 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-from densepred_ros import decode, encode, geometry
-from densepred_ros.alignment import AlignmentConfig, TemporalAligner
-from densepred_ros.camera import (
-    CameraModel, extrinsic_from_xyz_quat, project_points, transform_points)
-from densepred_ros.diagnostics import NodeStatistics
-from densepred_ros.holder import LatestHolder, StampedBuffer
-from densepred_ros.params import ConfigError, declare_parameters, NodeConfig, OutputConfig
 
 try:
     import tf2_ros
@@ -52,6 +70,8 @@ OUTPUT_TYPES = {
 }
 SCAN_BUFFER = 20
 WORKER_POLL = 0.1
+STOP_JOIN_TIMEOUT = 2.0
+EXIT_JOIN_TIMEOUT = 1.0
 
 
 def stamp_seconds(stamp: Any) -> float:
@@ -269,8 +289,14 @@ class DepthNode(Node):
         self._tf_listener = None
         self._extrinsic: Optional[np.ndarray] = None
         self._state_label = 'unconfigured'
+        self._last_image_stamp: Optional[float] = None
+        self._last_scan_stamp: Optional[float] = None
+        self._time_reset = threading.Event()
+        self.last_error = ''
         super().__init__(node_name, **kwargs)
         declare_parameters(self)
+        # The worker thread asks the executor to run the fault transition.
+        self._fault_guard = self.create_guard_condition(self._on_fault)
 
     @property
     def autostart(self) -> bool:
@@ -295,12 +321,15 @@ class DepthNode(Node):
             config = NodeConfig.from_node(self)
             self._pipeline = self._load_pipeline(config)
         except ConfigError as exc:
-            self.get_logger().error(f'configure failed: {exc}')
+            self.last_error = f'configure failed: {exc}'
+            self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # any failed load is a FAILURE, not a crash
-            self.get_logger().error(f'configure failed: cannot load the model: '
-                                    f'{type(exc).__name__}: {exc}')
+            self.last_error = (f'configure failed: cannot load the model: '
+                               f'{type(exc).__name__}: {exc}')
+            self.get_logger().error(self.last_error)
             return TransitionCallbackReturn.FAILURE
+        self.last_error = ''
         self.config = config
         self.stats = NodeStatistics()
         self._extrinsic = extrinsic_from_xyz_quat(*config.alignment.extrinsic)
@@ -325,6 +354,9 @@ class DepthNode(Node):
         self._holder.reopen()
         if self._pipeline.aligner is not None:
             self._pipeline.aligner.reset()  # the scale history ends with the last activation
+        self.stats.set_fault('')
+        self._last_image_stamp = self._last_scan_stamp = None
+        self._time_reset.clear()
         self._inputs = [
             self.create_subscription(Image, 'image', self._on_image, in_qos),
             self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos),
@@ -370,11 +402,18 @@ class DepthNode(Node):
         self._state_label = 'unconfigured'
         return TransitionCallbackReturn.SUCCESS
 
-    def close(self) -> None:
-        """Stop the worker and free everything (before destroy_node at process exit)."""
-        self._stop_worker()
+    def close(self, timeout: float = STOP_JOIN_TIMEOUT) -> None:
+        """Stop the worker and free everything (before destroy_node at process exit).
+
+        Args:
+            timeout: seconds to wait for the worker to finish its frame. A worker still
+                running after that (a stuck inference) is left to die with the process,
+                and its model is not freed under it.
+        """
+        stopped = self._stop_worker(timeout)
         self._destroy_subscriptions()
-        self._release()
+        if stopped:
+            self._release()
 
     # Setup and teardown helpers ----------------------------------------------------------
 
@@ -420,14 +459,18 @@ class DepthNode(Node):
         self._tf_buffer = tf2_ros.Buffer()
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: float = STOP_JOIN_TIMEOUT) -> bool:
+        """Stop the worker; return False when it is still running after timeout seconds."""
         self._stop.set()
         self._holder.close()
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=2.0)
+            worker.join(timeout=timeout)
             if worker.is_alive():
-                self.get_logger().warning('the inference worker did not stop within 2 s')
+                self.get_logger().warning(
+                    f'the inference worker did not stop within {timeout:g} s')
+                return False
+        return True
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._inputs:
@@ -464,14 +507,43 @@ class DepthNode(Node):
     # Callbacks: keep the newest data only --------------------------------------------------
 
     def _on_image(self, msg: Image) -> None:
+        stamp = stamp_seconds(msg.header.stamp)
+        last, self._last_image_stamp = self._last_image_stamp, stamp
+        if last is not None and stamp < last:
+            self._on_time_jump(stamp, last)
         replaced = self._holder.put(FrameInput(msg, self._camera_info))
         self.stats.record_input(replaced)
 
+    def _on_time_jump(self, stamp: float, last: float) -> None:
+        """Handle image stamps going back in time (a bag replay loop, a clock reset)."""
+        offset = self.config.alignment.max_time_offset if self.config is not None else 0.0
+        cleared = ''
+        if self._last_scan_stamp is not None and self._last_scan_stamp > stamp + offset:
+            # The scans still come from before the jump: they must not pair with the
+            # images after it, even when a replay loop repeats their stamps.
+            self._scans.clear()
+            self._last_scan_stamp = None
+            cleared = 'cleared the lidar scans, '
+        self._time_reset.set()
+        self.stats.record_clock_jump()
+        self.get_logger().warning(
+            f'image stamps jumped back by {last - stamp:.3f} s (bag replay loop or clock '
+            f'reset): {cleared}reset the alignment filter and the latency statistics')
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
+        self.stats.record_camera_info()
 
     def _on_scan(self, msg: PointCloud2) -> None:
-        self._scans.add(stamp_seconds(msg.header.stamp), msg)
+        stamp = stamp_seconds(msg.header.stamp)
+        if self._last_scan_stamp is not None and stamp < self._last_scan_stamp:
+            self._scans.clear()
+            self.get_logger().info(
+                f'lidar stamps jumped back by {self._last_scan_stamp - stamp:.3f} s: '
+                f'cleared the scan buffer')
+        self._last_scan_stamp = stamp
+        self._scans.add(stamp, msg)
+        self.stats.record_scan()
 
     # Worker --------------------------------------------------------------------------------
 
@@ -485,9 +557,25 @@ class DepthNode(Node):
             except Exception as exc:  # keep the worker alive whatever one frame does
                 if self._stop.is_set():
                     return
-                self.stats.record_processing_error()
+                failures = self.stats.record_processing_error()
                 self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
                                         throttle_duration_sec=5.0)
+                limit = self.config.max_consecutive_failures
+                if limit and failures >= limit:
+                    self.stats.set_fault(
+                        f'stopped after {failures} consecutive failed frames, last: '
+                        f'{type(exc).__name__}: {exc}')
+                    self._fault_guard.trigger()
+                    return  # the fault transition (executor thread) deactivates the node
+
+    def _on_fault(self) -> None:
+        """Deactivate after the worker reported a fault (runs on the executor thread)."""
+        fault = self.stats.fault
+        if not fault or self._state_label != 'active':
+            return
+        self.last_error = fault
+        self.get_logger().error(f'{fault}; deactivating (activate again to retry)')
+        self.trigger_deactivate()
 
     def _wanted_outputs(self) -> Set[str]:
         return {topic for topic, pub in self._outputs.items()
@@ -495,7 +583,12 @@ class DepthNode(Node):
 
     def _process(self, frame: FrameInput) -> None:
         wanted = self._wanted_outputs()
+        if self._time_reset.is_set():
+            self._time_reset.clear()
+            if self._pipeline.aligner is not None:
+                self._pipeline.aligner.reset()
         if not wanted:
+            self.stats.record_idle_skip()
             if not self.stats.idle_no_subscribers:
                 self.stats.idle_no_subscribers = True
                 self.get_logger().info('no subscribers to any output: skipping inference '
@@ -531,7 +624,7 @@ class DepthNode(Node):
         for topic, msg in out.messages.items():
             self._outputs[topic].publish(msg)
         latency = (self.get_clock().now() - stamp).nanoseconds * 1e-9
-        self.stats.record_output(latency, out.inference_time)
+        self.stats.record_output(latency if latency >= 0 else None, out.inference_time)
         result = out.alignment
         if result is not None:
             self.stats.record_alignment(result.ok, result.reason, result.n_points,
@@ -575,13 +668,17 @@ class DepthNode(Node):
             self.get_clock().now().to_msg()))
 
 
-def main(args: Optional[Sequence[str]] = None) -> int:
-    """Run the node until SIGINT or SIGTERM; return the process exit code."""
+def run(args: Optional[Sequence[str]] = None) -> int:
+    """Run the node until SIGINT or SIGTERM; return the process exit code.
+
+    Installs its own SIGINT/SIGTERM handlers (they only set a flag), so call it from the
+    main thread of a process of its own; `main` also ends that process.
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
-        stop.set()
+        stop.set()  # only a flag: logging from a signal handler could deadlock
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -598,6 +695,8 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         # Spinning in short slices lets the loop see the stop request promptly.
         while rclpy.ok() and not stop.is_set():
             executor.spin_once(timeout_sec=0.2)
+        if stop.is_set():
+            node.get_logger().info('signal received: shutting down')
     except ParameterException as exc:
         print(f'densepred: invalid parameter: {exc}', file=sys.stderr)
         code = 1
@@ -605,11 +704,26 @@ def main(args: Optional[Sequence[str]] = None) -> int:
         pass
     finally:
         if node is not None:
-            node.close()
+            node.close(timeout=EXIT_JOIN_TIMEOUT)
             node.destroy_node()
         rclpy.try_shutdown()
     return code
 
 
+def main(args: Optional[Sequence[str]] = None) -> int:
+    """Run the node (see `run`) and end the process with its exit code.
+
+    The node, its worker and rclpy are shut down by `run`; the interpreter's own
+    finalisation is skipped (``os._exit``): with torch loaded it takes seconds, and a
+    worker thread still inside a slow inference could hold it up further, while a node
+    must be gone within 2 s of SIGINT/SIGTERM.
+    """
+    code = run(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+    return code  # not reached
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -97,6 +97,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('max_age', 1.0,
                   'Drop frames older than this when inference starts (node clock minus image '
                   'stamp), s; 0 disables the check.', bounds=(0.0, 3600.0)),
+    ParameterSpec('max_consecutive_failures', 5,
+                  'Frames in a row that may fail in the model (an unexpected error, not a bad '
+                  'input message) before the node gives up: it logs an ERROR, reports ERROR '
+                  'on /diagnostics and deactivates itself (activate again to retry); '
+                  '0 = never give up, only count.', bounds=(0, 1000)),
     ParameterSpec('qos.input_reliability', 'best_effort',
                   'Reliability of the image, camera_info and lidar subscriptions. '
                   'best_effort matches every publisher.', choices=RELIABILITIES),
@@ -168,6 +173,8 @@ class NodeConfig:
     Attributes:
         model, alignment, output, qos: the parameter groups.
         max_age: seconds; frames older than this are dropped (0 = never).
+        max_consecutive_failures: failed frames in a row before the node deactivates
+            itself (0 = never).
         diagnostics_period: seconds between /diagnostics messages.
         autostart: configure and activate at start-up.
     """
@@ -179,6 +186,7 @@ class NodeConfig:
     max_age: float
     diagnostics_period: float
     autostart: bool
+    max_consecutive_failures: int = 5
 
     @staticmethod
     def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
@@ -222,7 +230,8 @@ class NodeConfig:
                           output_reliability=v['qos.output_reliability'],
                           depth=v['qos.depth']),
             max_age=v['max_age'], diagnostics_period=v['diagnostics_period'],
-            autostart=v['autostart'])
+            autostart=v['autostart'],
+            max_consecutive_failures=v['max_consecutive_failures'])
 
     @staticmethod
     def from_node(node: Any) -> 'NodeConfig':

@@ -13,99 +13,36 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List
-
-from diagnostic_msgs.msg import DiagnosticArray
-from lifecycle_msgs.msg import State as StateMsg
-import numpy as np
-import pytest
-import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Header
+from typing import List
 
 from densepred_ros import encode
 from densepred_ros.alignment import TemporalAligner
-from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.geometry import unpack_rgb
-from densepred_ros.models import ModelSpec, Prediction
-from densepred_ros.node import DepthNode, DepthPipeline
+from densepred_ros.node import DepthPipeline
 from densepred_ros.params import NodeConfig
 from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
+from lifecycle_msgs.msg import State as StateMsg
+from node_rig import (
+    assert_header, diagnostics, extrinsic_parameter, FRAME_ID, HEIGHT, OraclePredictor, OUTPUTS,
+    RELIABLE, rig_factory, ros_session, state_id, wait_for, WIDTH)
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 40 + os.getpid() % 50
-WIDTH, HEIGHT = 96, 72
-FRAME_ID = 'camera_optical_frame'
-RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-OUTPUTS = {
-    'depth/image': Image, 'depth/camera_info': CameraInfo, 'depth/relative': Image,
-    'depth/color': Image, 'normals/image': Image, 'normals/color': Image,
-    'points': PointCloud2,
-}
-
-
-def quaternion_from_rotation(R: np.ndarray) -> List[float]:
-    """Return [qx, qy, qz, qw] of a rotation matrix (largest-component method)."""
-    trace = float(np.trace(R))
-    if trace > 0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0, 0.0, 0.0, (R[k, j] - R[j, k]) / s]
-        q[i] = s / 4
-        q[j] = (R[j, i] + R[i, j]) / s
-        q[k] = (R[k, i] + R[i, k]) / s
-    return [float(x) for x in q]
-
-
-def extrinsic_parameter(T: np.ndarray) -> List[float]:
-    """Return [x, y, z, qx, qy, qz, qw] of T, checked by rebuilding T from it."""
-    values = [float(x) for x in T[:3, 3]] + quaternion_from_rotation(T[:3, :3])
-    np.testing.assert_allclose(extrinsic_from_xyz_quat(*values), T, atol=1e-9)
-    return values
-
-
-class OraclePredictor:
-    """A 'model' that returns the frame's true depth, normalised to [0, 1] (depth space).
-
-    With it the alignment must recover metric depth exactly, which checks the whole
-    chain (extrinsic convention, projection, pairing, encoding) end to end.
-    """
-
-    def __init__(self, frame) -> None:
-        depth = frame.depth.astype(np.float64)
-        finite = np.isfinite(depth)
-        lo, hi = depth[finite].min(), depth[finite].max()
-        relative = np.where(finite, (depth - lo) / (hi - lo), 1.0)
-        self.relative = relative.astype(np.float32)
-        self.rgb = frame.rgb
-        self.spec = ModelSpec(family='lotus', variant='g', space='depth',
-                              default_processing_resolution=0, source='oracle')
-        self.closed = False
-
-    def predict(self, rgb: np.ndarray) -> Prediction:
-        assert np.array_equal(rgb, self.rgb), 'the oracle only knows its own frame'
-        return Prediction(space='depth', values=self.relative.copy())
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture(scope='module')
 def ros():
     """Initialise rclpy once for the module, on its own domain."""
-    rclpy.init(domain_id=DOMAIN_ID)
-    yield
-    rclpy.try_shutdown()
+    yield from ros_session(DOMAIN_ID)
 
 
 @pytest.fixture(scope='module')
@@ -128,132 +65,10 @@ def frame():
     return make_frame(seed=3, kind='indoor', width=WIDTH, height=HEIGHT, beams=32)
 
 
-class Rig:
-    """The node under test plus a helper node that feeds it and records its outputs."""
-
-    def __init__(self, namespace: str, overrides: Dict[str, object]) -> None:
-        self.namespace = namespace
-        params = {'model.device': 'cpu', 'qos.input_reliability': 'reliable',
-                  'alignment.max_time_offset': 0.05, 'max_age': 5.0,
-                  'diagnostics_period': 0.2, **overrides}
-        self.node = DepthNode(namespace=namespace, parameter_overrides=[
-            Parameter(name, value=value) for name, value in params.items()])
-        self.helper = Node('helper', namespace=namespace)
-        self.received: Dict[str, list] = {topic: [] for topic in OUTPUTS}
-        self.diagnostics: List[DiagnosticArray] = []
-        self.lock = threading.Lock()
-        self.image_pub = self.helper.create_publisher(Image, 'image', RELIABLE)
-        self.info_pub = self.helper.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-        self.lidar_pub = self.helper.create_publisher(PointCloud2, 'lidar', RELIABLE)
-        self.executor = MultiThreadedExecutor(num_threads=2)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def subscribe(self, topics=tuple(OUTPUTS)) -> None:
-        for topic in topics:
-            self.helper.create_subscription(
-                OUTPUTS[topic], topic, lambda msg, t=topic: self._store(t, msg), RELIABLE)
-        self.helper.create_subscription(DiagnosticArray, '/diagnostics', self._diag, 10)
-
-    def _store(self, topic: str, msg) -> None:
-        with self.lock:
-            self.received[topic].append(msg)
-
-    def _diag(self, msg: DiagnosticArray) -> None:
-        if msg.status and msg.status[0].name.startswith(self.namespace + '/densepred'):
-            with self.lock:
-                self.diagnostics.append(msg)
-
-    def header(self, age: float = 0.0) -> Header:
-        now = self.node.get_clock().now().nanoseconds - int(age * 1e9)
-        header = Header(frame_id=FRAME_ID)
-        header.stamp.sec, header.stamp.nanosec = divmod(now, 10**9)
-        return header
-
-    def wait_inputs_matched(self, timeout: float = 5.0) -> None:
-        pubs = [self.image_pub, self.info_pub]
-        assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout), \
-            'the node never subscribed to image and camera_info'
-
-    def publish(self, frame, *, lidar: bool = True, encoding_image: Image = None,
-                age: float = 0.0) -> Header:
-        header = self.header(age)
-        self.info_pub.publish(encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT))
-        if lidar:
-            lidar_header = Header(frame_id='lidar', stamp=header.stamp)
-            self.lidar_pub.publish(encode.points_to_pointcloud2(frame.lidar_points,
-                                                                lidar_header))
-            time.sleep(0.02)  # let the scan arrive before the image
-        image = encoding_image if encoding_image is not None else encode.rgb_to_image(
-            frame.rgb, header)
-        image.header = header
-        self.image_pub.publish(image)
-        return header
-
-    def feed_until(self, frame, done: Callable[[], bool], timeout: float = 15.0,
-                   **kwargs) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.publish(frame, **kwargs)
-            if wait_for(done, 0.3):
-                return True
-        return False
-
-    def count(self, topic: str) -> int:
-        with self.lock:
-            return len(self.received[topic])
-
-    def latest(self, topic: str):
-        with self.lock:
-            return self.received[topic][-1]
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=2.0)
-        self.node.close()
-        self.node.destroy_node()
-        self.helper.destroy_node()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 @pytest.fixture
 def make_rig(ros, request):
-    rigs = []
-
-    def make(overrides: Dict[str, object]) -> Rig:
-        rig = Rig(f'/{request.node.name.replace("[", "_").replace("]", "")}', overrides)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
-
-
-def diagnostics(rig: Rig) -> List[Dict[str, str]]:
-    with rig.lock:
-        arrays = list(rig.diagnostics)
-    return [{kv.key: kv.value for kv in d.status[0].values} for d in arrays]
-
-
-def state_id(node: DepthNode) -> int:
-    return node._state_machine.current_state[0]
-
-
-def assert_header(msg, header: Header) -> None:
-    assert msg.header.frame_id == header.frame_id
-    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == \
-        (header.stamp.sec, header.stamp.nanosec)
+    """Make rigs (node + helper) namespaced after the test."""
+    yield from rig_factory(request)
 
 
 def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
