@@ -15,7 +15,8 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
-    package_data={PACKAGE: ['configs/*.json']},
+    package_data={PACKAGE: [
+        'configs/*.json', 'demo_models/*.md', 'demo_models/*/*.json', 'demo_models/*/*/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

@@ -121,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
             help='project lidar, align a relative prediction, compare with ground truth')
         evaluation.add_arguments(evaluate)
         evaluate.set_defaults(func=evaluation.run)
+
+    try:
+        from densepred_ros.training import cli as training_cli
+    except ImportError:
+        training_cli = None
+    if training_cli is not None:
+        train = sub.add_parser('train', help='train or fine-tune a Lotus model')
+        training_cli.add_arguments(train)
+        train.set_defaults(func=training_cli.run)
+
+    from densepred_ros.models import export as export_module
+    export = sub.add_parser('export', help='export the Lotus UNet and VAE to ONNX')
+    export_module.add_arguments(export)
+    export.set_defaults(func=export_module.run)
+
+    from densepred_ros import bench
+    bench_parser = sub.add_parser('bench', help='time real-size Lotus on this CPU')
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run)
     return parser
 
 

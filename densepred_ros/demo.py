@@ -191,8 +191,8 @@ class _Player:
         rclpy.try_shutdown(context=self.context)
 
 
-def _default_model() -> Optional[Path]:
-    candidate = DEMO_MODELS / 'depth'
+def _bundled(name: str) -> Optional[Path]:
+    candidate = DEMO_MODELS / name
     return candidate if (candidate / 'model_index.json').is_file() else None
 
 
@@ -219,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    model = Path(args.model) if args.model else _default_model()
+    model = Path(args.model) if args.model else _bundled('lotus-depth-demo')
+    normals_model = Path(args.normals_model) if args.normals_model else (
+        None if args.model else _bundled('lotus-normals-demo'))
     if model is None:
         model = write_tiny_lotus(output / 'tiny_lotus_g', variant='g')
         print('note: no bundled demo model found, so the node runs a generated random-weight '
@@ -236,12 +238,14 @@ def run(args: argparse.Namespace) -> int:
         'qos.input_reliability': 'reliable', 'alignment.use_tf': False,
         'alignment.enabled': bool(frames), 'max_age': 0.0, 'output.points_stride': 2,
     }
+    if normals_model is not None:
+        parameters['model.normals_path'] = str(normals_model)
     if frames:
         T = frames[0].T_cam_lidar
         parameters['alignment.extrinsic'] = [float(x) for x in T[:3, 3]] + \
             quaternion_from_matrix(T[:3, :3])
     print(f'densepred demo: {len(frames) or len(images)} frames through the depth node, '
-          f'model {model}')
+          f'model {model}' + (f', normals model {normals_model}' if normals_model else ''))
     player = _Player(parameters)
     results = []
     try:
@@ -359,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--output', default='demo_output')
     parser.add_argument('--model', default=None,
                         help='checkpoint (default: the bundled demo model)')
+    parser.add_argument('--normals-model', default=None,
+                        help='normals checkpoint (default: the bundled one with the bundled '
+                             'depth model; else normals come from the metric depth)')
     parser.add_argument('--images', default=None,
                         help='a folder of real images to play instead of generated frames')
     parser.add_argument('--frames', type=int, default=12)

@@ -44,13 +44,30 @@ class PredictorOptions:
     Attributes:
         processing_resolution: longest edge in pixels the model runs at; 0 = the input's
             own size; None = the model's default.
-        dtype: 'fp32', 'fp16' or 'bf16'.
+        dtype: 'fp32' (exact), 'fp16', 'bf16' or 'auto' (fastest measured: fp16 on CUDA;
+            on the CPU bf16 where it is native (AVX512-BF16/AMX), else fp32; channels-last).
         device: 'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.
         seed: seed for every random draw (Lotus-G noise, sampled latents, Marigold).
         latent: 'mean' encodes the image with the VAE posterior mean (deterministic);
             'sample' draws from the posterior as the Lotus authors' code does.
         steps: denoising steps (Marigold only; None = the model's default).
         ensemble_size: predictions averaged per frame (Marigold only).
+        backend: 'torch', 'onnxruntime' or 'tensorrt' for every Lotus component, or
+            component=backend pairs such as 'unet=tensorrt,vae_decoder=torch' (components:
+            vae_encoder, unet, vae_decoder; unnamed ones use torch). A backend that cannot
+            run falls back along tensorrt → onnxruntime → torch CUDA → torch CPU (logged).
+        export_dir: folder written by `densepred export` (ONNX files and
+            densepred_export.json); needed by the onnxruntime and tensorrt backends.
+        engine_cache_dir: TensorRT engine cache ('' = ~/.cache/densepred_ros/tensorrt).
+        engine_precision: TensorRT engine precision, 'fp16' or 'fp32'.
+        ort_providers: comma list of ONNX Runtime providers in order of preference
+            ('' = TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider,
+            those present).
+        rebuild_engines: rebuild TensorRT engines even when a matching one is cached.
+        threads: CPU threads for torch and ONNX Runtime (0 = leave the libraries' default).
+        channels_last: run the torch convolutions in channels-last memory layout
+            (None = on the CPU with dtype 'auto' or 'bf16', where it was measured to help;
+            off for an explicit 'fp32', which stays bit-identical to the reference).
     """
 
     processing_resolution: Optional[int] = None
@@ -60,6 +77,14 @@ class PredictorOptions:
     latent: str = 'mean'
     steps: Optional[int] = None
     ensemble_size: int = 1
+    backend: str = 'torch'
+    export_dir: str = ''
+    engine_cache_dir: str = ''
+    engine_precision: str = 'fp16'
+    ort_providers: str = ''
+    rebuild_engines: bool = False
+    threads: int = 0
+    channels_last: Optional[bool] = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,257 @@
+"""Training data for `densepred train`: generated scenes or a folder of annotated images.
+
+A frame set holds, at one training resolution, the RGB images and whichever ground truth
+exists (metric depth, optical-frame normals). Annotations become 3-channel images in
+[-1, 1] as the Lotus authors build them:
+
+- depth: per image, the 2% and 98% percentiles map to -1 and 1 (values clipped), the
+  result replicated to three channels; sky (+inf) is the far end (1);
+- disparity: the same on 1/depth; sky (+inf) has disparity 0;
+- normals: the model frame (x right, y up, z towards the viewer), so the optical-frame
+  ground truth n becomes (n_x, -n_y, -n_z); sky gets the normal facing the camera.
+
+Unknown ground truth (NaN, or a depth <= 0) is invalid; `valid` masks mark it and the
+trainer drops every latent cell that an invalid pixel touches (as the authors do).
+Frames with mostly unknown depth (sparse lidar-only ground truth) are refused.
+"""
+
+from dataclasses import dataclass
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from densepred_ros.models.base import DEPTH, DISPARITY, NORMALS
+import numpy as np
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+TRUNC_LOW, TRUNC_HIGH = 2.0, 98.0
+MIN_VALID_FRACTION = 0.5
+
+
+@dataclass
+class FrameSet:
+    """Training frames at one resolution.
+
+    Attributes:
+        rgb: N×H×W×3 uint8.
+        depth: N×H×W float32 metres (+inf sky, NaN unknown), or None.
+        normals: N×H×W×3 float32 unit normals, optical frame (NaN unknown), or None.
+        names: N frame names (file stems).
+    """
+
+    rgb: np.ndarray
+    depth: Optional[np.ndarray]
+    normals: Optional[np.ndarray]
+    names: List[str]
+
+    def __len__(self) -> int:
+        """Return the number of frames."""
+        return int(self.rgb.shape[0])
+
+
+def synthetic_name(seed: int) -> Tuple[str, str]:
+    """Return (kind, file stem) of generated training frame `seed` (kinds alternate)."""
+    kind = ('indoor', 'outdoor')[seed % 2]
+    return kind, f'{kind}_{seed:06d}'
+
+
+def render_synthetic(cache: Path, seeds: Sequence[int], height: int, width: int,
+                     progress: Optional[Callable[[int], None]] = None) -> Path:
+    """Render generated scenes into `cache` as .npz (rgb, depth, normals), once.
+
+    Frames already in the cache are kept. Even seeds are indoor scenes, odd outdoor.
+
+    Returns:
+        The cache folder.
+    """
+    from densepred_ros.synthetic import make_frame
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        kind, stem = synthetic_name(int(seed))
+        target = cache / f'{stem}.npz'
+        if not target.is_file():
+            frame = make_frame(int(seed), kind=kind, width=width, height=height, beams=16)
+            partial = cache / f'{stem}.{os.getpid()}.tmp.npz'
+            np.savez(partial, rgb=frame.rgb, depth=frame.depth,
+                     normals=frame.normals.astype(np.float16))
+            partial.replace(target)
+        if progress is not None:
+            progress(1)
+    return cache
+
+
+def _nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize H×W(×C) by nearest-neighbour sampling of pixel centres."""
+    rows = ((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64)
+    return array[rows[:, None], cols[None, :]]
+
+
+def _resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    from PIL import Image
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as image:
+        return np.asarray(image.convert('RGB'))
+
+
+def _read_frame(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Read one frame: an .npz (rgb, depth, normals) or an image with .npy siblings."""
+    if path.suffix == '.npz':
+        with np.load(path) as data:
+            if 'rgb' not in data:
+                raise ValueError(f'{path} has no "rgb" array')
+            depth = data['depth'].astype(np.float32) if 'depth' in data else None
+            normals = data['normals'].astype(np.float32) if 'normals' in data else None
+            return np.asarray(data['rgb']), depth, normals
+    rgb = _read_image(path)
+    depth_file = path.with_name(f'{path.stem}_depth.npy')
+    normals_file = path.with_name(f'{path.stem}_normals.npy')
+    depth = np.load(depth_file).astype(np.float32) if depth_file.is_file() else None
+    normals = np.load(normals_file).astype(np.float32) if normals_file.is_file() else None
+    return rgb, depth, normals
+
+
+def list_frames(folder: Path) -> List[Path]:
+    """Return the frame files of a data folder: *.npz, or images (not *_depth/_normals)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f'data folder {str(folder)!r} does not exist')
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix == '.npz' and not p.name.endswith('.tmp.npz'))
+    if not files:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(
+            f'{folder} holds no training frames: expected NAME.npz (rgb uint8 H×W×3, depth '
+            'float32 H×W metres, normals float32 H×W×3 optical frame) or NAME.png/.jpg '
+            'with NAME_depth.npy and/or NAME_normals.npy')
+    return files
+
+
+def _check_shapes(path: Path, rgb: np.ndarray, depth: Optional[np.ndarray],
+                  normals: Optional[np.ndarray]) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f'{path}: rgb must be H×W×3 uint8, got {rgb.shape} {rgb.dtype}')
+    if depth is not None and depth.shape != rgb.shape[:2]:
+        raise ValueError(f'{path}: depth shape {depth.shape} differs from the image '
+                         f'{rgb.shape[:2]}')
+    if normals is not None and normals.shape != rgb.shape:
+        raise ValueError(f'{path}: normals shape {normals.shape} differs from {rgb.shape}')
+
+
+def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path]] = None,
+                progress: Optional[Callable[[int], None]] = None) -> FrameSet:
+    """Load every frame of `folder` at height×width (ground truth by nearest sampling).
+
+    Raises:
+        ValueError: no frames, inconsistent shapes, frames that disagree on which ground
+            truth they have, or depth valid on less than half of a frame (sparse).
+    """
+    files = list_frames(folder) if files is None else files
+    rgbs, depths, normals_list = [], [], []
+    for path in files:
+        rgb, depth, normals = _read_frame(path)
+        _check_shapes(path, rgb, depth, normals)
+        if depth is not None:
+            known = np.isfinite(depth) & (depth > 0.0) | (depth == np.inf)
+            if known.mean() < MIN_VALID_FRACTION:
+                raise ValueError(
+                    f'{path}: depth is known on only {known.mean():.0%} of the pixels. '
+                    'Sparse (lidar-only) depth supervision is not supported: the latent '
+                    'loss drops every 8×8 cell with an unknown pixel, which leaves almost '
+                    'nothing to learn from. Densify the depth first.')
+            depths.append(_nearest(depth, height, width))
+        if normals is not None:
+            normals_list.append(_nearest(normals, height, width))
+        rgbs.append(_resize_rgb(rgb, height, width))
+        if progress is not None:
+            progress(1)
+    for name, values in (('depth', depths), ('normals', normals_list)):
+        if values and len(values) != len(rgbs):
+            raise ValueError(f'{folder}: only {len(values)} of {len(rgbs)} frames have {name}')
+    return FrameSet(
+        rgb=np.stack(rgbs),
+        depth=np.stack(depths).astype(np.float32) if depths else None,
+        normals=np.stack(normals_list).astype(np.float32) if normals_list else None,
+        names=[p.stem for p in files])
+
+
+def depth_annotation(depth: np.ndarray, space: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Normalise metric depth to the Lotus annotation of one image.
+
+    Args:
+        depth: H×W float metres; +inf sky, NaN or <= 0 unknown.
+        space: 'depth' or 'disparity'.
+
+    Returns:
+        (annotation H×W float32 in [-1, 1], valid H×W bool). Unknown pixels are 0.
+    """
+    if space not in (DEPTH, DISPARITY):
+        raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
+    depth = np.asarray(depth, dtype=np.float64)
+    sky = depth == np.inf
+    valid = (np.isfinite(depth) & (depth > 0.0)) | sky
+    if not valid.any():
+        raise ValueError('depth image has no known pixel')
+    with np.errstate(divide='ignore'):
+        value = depth if space == DEPTH else 1.0 / depth       # sky: inf / 0
+    finite = value[valid & np.isfinite(value)]
+    if finite.size == 0:
+        finite = np.zeros(1)
+    lo, hi = np.percentile(value[valid] if space == DISPARITY else finite,
+                           (TRUNC_LOW, TRUNC_HIGH))
+    with np.errstate(invalid='ignore'):
+        norm = ((value - lo) / (hi - lo + 1e-5) - 0.5) * 2.0
+    norm = np.clip(np.where(valid, norm, 0.0), -1.0, 1.0)
+    return norm.astype(np.float32), valid
+
+
+def normals_annotation(normals: np.ndarray, sky: Optional[np.ndarray] = None
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """Convert optical-frame normals to the Lotus model frame.
+
+    Args:
+        normals: H×W×3 unit normals, optical frame (x right, y down, z forward), NaN unknown.
+        sky: optional H×W bool; sky pixels get (0, 0, 1) (facing the viewer) and are valid.
+
+    Returns:
+        (annotation H×W×3 float32 in [-1, 1] in the model frame, valid H×W bool).
+    """
+    model = np.asarray(normals, dtype=np.float32) * np.array([1.0, -1.0, -1.0], np.float32)
+    valid = np.isfinite(model).all(axis=-1)
+    if sky is not None:
+        model[sky & ~valid] = (0.0, 0.0, 1.0)
+        valid = valid | sky
+    model[~valid] = 0.0
+    return np.clip(model, -1.0, 1.0), valid
+
+
+def annotations(frames: FrameSet, space: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Return the N×3×H×W float32 annotation images in [-1, 1] and N×H×W valid masks."""
+    images, masks = [], []
+    for i in range(len(frames)):
+        if space == NORMALS:
+            if frames.normals is None:
+                raise ValueError('normals training needs ground-truth normals in the data')
+            sky = frames.depth[i] == np.inf if frames.depth is not None else None
+            ann, valid = normals_annotation(frames.normals[i], sky)
+            images.append(ann.transpose(2, 0, 1))
+        else:
+            if frames.depth is None:
+                raise ValueError(f'{space} training needs ground-truth depth in the data')
+            ann, valid = depth_annotation(frames.depth[i], space)
+            images.append(np.repeat(ann[None], 3, axis=0))
+        masks.append(valid)
+    return np.stack(images), np.stack(masks)
+
+
+def rgb_images(frames: FrameSet) -> np.ndarray:
+    """Return the N×3×H×W float32 images in [-1, 1]."""
+    return frames.rgb.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0

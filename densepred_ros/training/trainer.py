@@ -1,0 +1,582 @@
+"""The Lotus adaptation protocol (He et al. 2024) for `densepred train`.
+
+What one training step does (after the authors' `train_lotus_g.py`):
+
+1. The frozen VAE encodes the image and its annotation (see `dataset`) to latents,
+   × `scaling_factor` (posterior mean; encoded once before training, as the VAE is
+   frozen).
+2. The UNet runs at the single timestep 999 and predicts x0 ("sample" prediction):
+   Lotus-D sees the image latent (C channels); Lotus-G sees the image latent
+   concatenated with the target latent noised to t = 999 by the DDIM schedule (2·C).
+3. Detail preserver: `preserver_fraction` of the batch is repeated with the task
+   switcher sin/cos([0, 1]) and the image latent as the target (the annotation rows use
+   sin/cos([1, 0])). Loss = MSE(annotation rows over valid latent cells) + MSE(image rows).
+   A latent cell is invalid when any pixel of its 8×8 patch has no ground truth.
+
+Without `--init` the model is built from a config (`configs.py`) and trained from
+scratch: first a quick reconstruction training of the VAE on the RGB images and their
+annotation images (unless `--vae` names one to reuse), then the UNet with the VAE frozen.
+The saved folder is a complete checkpoint in the layout `load_predictor` reads, plus
+`training_state.pt` (optimizer, step, clock, RNG) for `--resume` and `training_log.jsonl`.
+"""
+
+from dataclasses import asdict, dataclass
+import json
+import math
+from pathlib import Path
+import time
+from typing import Callable, Dict, Optional, Tuple
+
+from densepred_ros.models.base import DEPTH, DISPARITY, NORMALS, PredictorOptions, SPACES
+from densepred_ros.models.lotus import encode_empty_prompt, task_embedding, TIMESTEP
+from densepred_ros.training import dataset
+from densepred_ros.training.configs import (
+    build_unet, build_vae, config_resolution, load_model_config)
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+STATE_FILE = 'training_state.pt'
+LOG_FILE = 'training_log.jsonl'
+VAE_KL_WEIGHT = 1e-6
+WARMUP_STEPS = 100
+FINAL_LR_FRACTION = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything `densepred train` needs (see `cli.add_arguments` for the meanings)."""
+
+    output: Path
+    space: str = DISPARITY
+    variant: str = 'd'
+    data: Optional[Path] = None
+    model_config: str = 'lotus_demo'
+    init: Optional[str] = None
+    vae: Optional[str] = None
+    frames: int = 2000
+    cache: Optional[Path] = None
+    resolution: Optional[Tuple[int, int]] = None
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 3e-4
+    time_limit: float = 0.0
+    preserver_fraction: float = 0.5
+    vae_steps: int = 600
+    vae_time_limit: float = 0.0
+    vae_batch_size: int = 16
+    vae_lr: float = 5e-4
+    vae_only: bool = False
+    val_every: int = 250
+    val_frames: int = 8
+    save_every: int = 250
+    resume: bool = False
+    device: str = 'auto'
+    seed: int = 0
+    threads: int = 2
+    processing_resolution: Optional[int] = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise ValueError naming the first invalid setting."""
+        if self.space not in SPACES:
+            raise ValueError(f'space must be one of {SPACES}, got {self.space!r}')
+        if self.variant not in ('g', 'd'):
+            raise ValueError(f"variant must be 'g' or 'd', got {self.variant!r}")
+        if not 0.0 <= self.preserver_fraction <= 1.0:
+            raise ValueError(f'preserver_fraction must be in [0, 1], got '
+                             f'{self.preserver_fraction}')
+        for name in ('steps', 'batch_size', 'frames', 'threads'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('vae_steps', 'val_every', 'save_every', 'val_frames'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if self.time_limit < 0 or self.vae_time_limit < 0:
+            raise ValueError('time limits must be >= 0 minutes (0 = none)')
+        if self.lr <= 0 or self.vae_lr <= 0:
+            raise ValueError(f'learning rates must be positive, got {self.lr}, {self.vae_lr}')
+
+
+def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float) -> float:
+    """Linear warm-up, then a cosine decay to 10% over the step or time budget."""
+    if step < WARMUP_STEPS:
+        return (step + 1) / WARMUP_STEPS
+    progress = step / steps
+    if time_limit_s > 0:
+        progress = max(progress, elapsed / time_limit_s)
+    progress = min(progress, 1.0)
+    return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# --- data -------------------------------------------------------------------------------
+
+def load_training_frames(cfg: TrainConfig, height: int, width: int,
+                         log: Callable[[str], None]) -> dataset.FrameSet:
+    """Load `cfg.data`, or render (once, cached) `cfg.frames` generated scenes."""
+    if cfg.data is not None:
+        files = dataset.list_frames(Path(cfg.data))
+        bar = _bar(cfg, len(files), 'loading frames')
+        frames = dataset.load_frames(Path(cfg.data), height, width, files, bar.update)
+        bar.close()
+        return frames
+    cache_root = Path(cfg.cache) if cfg.cache else Path.home() / '.cache' / 'densepred_ros'
+    cache = cache_root / f'synthetic_{height}x{width}'
+    log(f'generated scenes: seeds 0..{cfg.frames - 1} at {width}×{height}, cache {cache}')
+    bar = _bar(cfg, cfg.frames, 'rendering scenes')
+    dataset.render_synthetic(cache, range(cfg.frames), height, width, bar.update)
+    bar.close()
+    files = [cache / f'{dataset.synthetic_name(s)[1]}.npz' for s in range(cfg.frames)]
+    return dataset.load_frames(cache, height, width, files)
+
+
+def _bar(cfg: TrainConfig, total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, disable=not cfg.progress, dynamic_ncols=True,
+                mininterval=5.0)
+
+
+# --- VAE --------------------------------------------------------------------------------
+
+def vae_training_images(frames: dataset.FrameSet) -> torch.Tensor:
+    """Return the VAE's training pool: RGB plus every annotation the data allows."""
+    pool = [dataset.rgb_images(frames)]
+    spaces = []
+    if frames.depth is not None:
+        spaces += [DEPTH, DISPARITY]
+    if frames.normals is not None:
+        spaces.append(NORMALS)
+    for space in spaces:
+        pool.append(dataset.annotations(frames, space)[0])
+    return torch.from_numpy(np.concatenate(pool))
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch_size: int, lr: float,
+              time_limit_s: float, device: torch.device, seed: int,
+              crop: Optional[Tuple[int, int]] = None, progress: bool = True) -> Dict[str, float]:
+    """Train an AutoencoderKL to reconstruct `images` (N×3×H×W in [-1, 1]).
+
+    Loss: L1 reconstruction of a posterior sample + 1e-6 · KL, on random crops (default
+    half the image size; the VAE is convolutional). Afterwards the scaling factor is set
+    to 1 / std of the latents, as for Stable Diffusion.
+
+    Returns:
+        {'steps', 'l1' (mean of the last 50 steps), 'scaling_factor', 'seconds'}.
+    """
+    from tqdm import tqdm
+    generator = torch.Generator().manual_seed(seed)
+    height, width = images.shape[-2:]
+    ch, cw = crop or (max(8, height // 2 // 8 * 8), max(8, width // 2 // 8 * 8))
+    vae.to(device).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    start = time.monotonic()
+    recent = []
+    step = 0
+    bar = tqdm(total=steps, desc='VAE', disable=not progress, dynamic_ncols=True,
+               mininterval=5.0)
+    while step < steps and not (time_limit_s and time.monotonic() - start > time_limit_s):
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+        top = int(torch.randint(height - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(width - cw + 1, (1,), generator=generator))
+        x = images[idx, :, top:top + ch, left:left + cw].to(device)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=None)).sample
+        l1 = (recon - x).abs().mean()
+        loss = l1 + VAE_KL_WEIGHT * posterior.kl().mean()
+        for group in optimizer.param_groups:
+            group['lr'] = lr * lr_factor(step, steps, time.monotonic() - start, time_limit_s)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        recent = (recent + [l1.item()])[-50:]
+        step += 1
+        bar.update(1)
+        bar.set_postfix(l1=f'{np.mean(recent):.4f}', refresh=False)
+    bar.close()
+    vae.eval()
+    with torch.no_grad():
+        sample = images[torch.randperm(len(images), generator=generator)[:256]]
+        latents = torch.cat([vae.encode(chunk.to(device)).latent_dist.mean
+                             for chunk in sample.split(32)])
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    return {'steps': step, 'l1': float(np.mean(recent)) if recent else math.nan,
+            'scaling_factor': scaling, 'seconds': time.monotonic() - start}
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, device: torch.device,
+                   batch: int = 32) -> torch.Tensor:
+    """Encode N×3×H×W images in [-1, 1] to N×C×h×w latents (posterior mean × scaling)."""
+    out = []
+    for start in range(0, len(images), batch):
+        chunk = torch.from_numpy(images[start:start + batch]).to(device)
+        out.append(vae.encode(chunk).latent_dist.mean * vae.config.scaling_factor)
+    return torch.cat(out)
+
+
+def latent_valid(valid: np.ndarray, factor: int = 8) -> torch.Tensor:
+    """Return N×1×h×w bool: latent cells whose factor×factor pixels all have ground truth."""
+    invalid = torch.from_numpy(~valid).float()[:, None]
+    return ~F.max_pool2d(invalid, factor, factor).bool()
+
+
+@torch.no_grad()
+def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torch.device,
+                         count: int = 64) -> Dict[str, float]:
+    """Measure how well the VAE reconstructs annotations (an upper bound for the UNet).
+
+    Depth spaces: the decoded annotation is fitted to the true depth by least squares in
+    the model space and compared (AbsRel, δ1, pixels up to 80 m). Normals: mean angle.
+    """
+    from densepred_ros.alignment import to_metric
+    from densepred_ros.models import runtime
+    from densepred_ros.training.evaluate import depth_metrics, normal_error_deg
+    n = min(count, len(frames))
+    subset = dataset.FrameSet(frames.rgb[:n],
+                              None if frames.depth is None else frames.depth[:n],
+                              None if frames.normals is None else frames.normals[:n],
+                              frames.names[:n])
+    images, _ = dataset.annotations(subset, space)
+    latents = encode_latents(vae, images, device)
+    decoded = torch.cat([vae.decode(chunk / vae.config.scaling_factor).sample
+                         for chunk in latents.split(32)]).clamp(-1, 1).cpu().numpy()
+    rows = []
+    for i in range(n):
+        if space == NORMALS:
+            normals = runtime.unit_normals(decoded[i].transpose(1, 2, 0))
+            rows.append({'normal_deg': normal_error_deg(
+                runtime.model_normals_to_optical(normals), subset.normals[i])})
+            continue
+        rel = decoded[i].mean(axis=0) / 2 + 0.5
+        gt = subset.depth[i]
+        mask = np.isfinite(gt) & (gt > 0) & (gt <= 80.0)
+        y = gt[mask] if space == DEPTH else 1.0 / gt[mask]
+        A = np.stack([rel[mask], np.ones(int(mask.sum()))], axis=1)
+        (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
+        rows.append(depth_metrics(to_metric(rel, space, float(s), float(t), 0.05, 1e4), gt))
+    return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
+
+
+# --- UNet -------------------------------------------------------------------------------
+
+class LotusTrainer:
+    """One UNet being adapted with the Lotus protocol; the VAE and prompt are frozen.
+
+    Attributes:
+        unet, vae, scheduler: the diffusers components.
+        variant: 'g' or 'd'.
+        step: optimizer steps taken so far (continues after a resume).
+    """
+
+    def __init__(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, variant: str,
+                 lr: float, device: torch.device, seed: int = 0,
+                 preserver_fraction: float = 0.5) -> None:
+        self.unet = unet.to(device).train()
+        self.vae = vae.to(device).eval()
+        self.vae.requires_grad_(False)
+        self.scheduler = scheduler
+        self.variant = variant
+        self.device = device
+        self.prompt_embeds = prompt_embeds.to(device)
+        self.preserver_fraction = preserver_fraction
+        self.lr = lr
+        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=1e-2)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.elapsed = 0.0
+
+    def _noised(self, target: torch.Tensor) -> torch.Tensor:
+        """Lotus-G's second input: the target noised to t = 999 (DDIM schedule)."""
+        noise = torch.randn(target.shape, generator=self.generator).to(self.device)
+        timesteps = torch.full((target.shape[0],), TIMESTEP, dtype=torch.long)
+        return self.scheduler.add_noise(target, noise, timesteps.to(self.device))
+
+    def losses(self, rgb_latent: torch.Tensor, ann_latent: torch.Tensor,
+               valid: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Return {'loss', 'annotation', 'image'} for one batch (B×C×h×w latents).
+
+        The first round(preserver_fraction · B) images also form the detail-preserver
+        rows (task [0, 1], target = their image latent).
+        """
+        batch = rgb_latent.shape[0]
+        k = int(round(self.preserver_fraction * batch))
+        inputs = torch.cat([rgb_latent, rgb_latent[:k]])
+        targets = torch.cat([ann_latent, rgb_latent[:k]])
+        if self.variant == 'g':
+            inputs = torch.cat([inputs, self._noised(targets)], dim=1)
+        task = torch.cat([task_embedding(True).repeat(batch, 1),
+                          task_embedding(False).repeat(k, 1)]).to(self.device)
+        prompt = self.prompt_embeds.expand(batch + k, -1, -1)
+        timesteps = torch.full((batch + k,), TIMESTEP, dtype=torch.long, device=self.device)
+        pred = self.unet(inputs, timesteps, encoder_hidden_states=prompt,
+                         class_labels=task, return_dict=False)[0]
+        mask = valid.expand_as(ann_latent)
+        ann_loss = F.mse_loss(pred[:batch][mask], ann_latent[mask])
+        out = {'annotation': ann_loss, 'loss': ann_loss}
+        if k:
+            image_loss = F.mse_loss(pred[batch:], rgb_latent[:k])
+            out['image'] = image_loss
+            out['loss'] = ann_loss + image_loss
+        return out
+
+    def train_step(self, rgb_latent: torch.Tensor, ann_latent: torch.Tensor,
+                   valid: torch.Tensor, lr_scale: float = 1.0) -> Dict[str, float]:
+        """Take one optimizer step on a batch; return the loss values."""
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.lr * lr_scale
+        losses = self.losses(rgb_latent.to(self.device), ann_latent.to(self.device),
+                             valid.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        losses['loss'].backward()
+        torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return {k: v.item() for k, v in losses.items()}
+
+    def state_dict(self) -> dict:
+        """Return what a resume needs besides the UNet weights."""
+        return {'optimizer': self.optimizer.state_dict(), 'step': self.step,
+                'elapsed': self.elapsed, 'generator': self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` output."""
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.step = int(state['step'])
+        self.elapsed = float(state['elapsed'])
+        self.generator.set_state(state['generator'])
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, unet, vae, text_encoder, tokenizer, scheduler, variant: str,
+                    space: str, processing_resolution: int,
+                    state: Optional[dict] = None) -> Path:
+    """Write a complete Lotus checkpoint (safetensors) that `load_predictor` reads."""
+    from densepred_ros.testing import (
+        _write_model_index, LOTUS_CLASS_NAMES, write_densepred_config)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(path / 'unet', safe_serialization=True)
+    vae.save_pretrained(path / 'vae', safe_serialization=True)
+    text_encoder.save_pretrained(path / 'text_encoder', safe_serialization=True)
+    tokenizer.save_pretrained(path / 'tokenizer')
+    scheduler.save_pretrained(path / 'scheduler')
+    _write_model_index(path, LOTUS_CLASS_NAMES[variant])
+    write_densepred_config(path, space, processing_resolution)
+    if state is not None:
+        partial = path / (STATE_FILE + '.partial')
+        torch.save(state, partial)
+        partial.replace(path / STATE_FILE)
+    return path
+
+
+def _load_vae(source: str):
+    from diffusers import AutoencoderKL
+    path = Path(source)
+    sub = 'vae' if (path / 'vae').is_dir() else None
+    return AutoencoderKL.from_pretrained(path, subfolder=sub, use_safetensors=True)
+
+
+def _prompt_parts(source: Optional[Path], tmp: Path):
+    """Return (tokenizer, text_encoder): from a checkpoint, else the tiny byte-level pair."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+    if source is not None:
+        return (CLIPTokenizer.from_pretrained(source, subfolder='tokenizer'),
+                CLIPTextModel.from_pretrained(source, subfolder='text_encoder',
+                                              use_safetensors=True))
+    from densepred_ros.testing import _tiny_text_encoder, write_tiny_tokenizer
+    write_tiny_tokenizer(tmp / 'tokenizer')
+    return CLIPTokenizer.from_pretrained(tmp / 'tokenizer'), _tiny_text_encoder()
+
+
+def _lotus_scheduler(source: Optional[Path]):
+    from diffusers import DDIMScheduler
+    if source is None:
+        from densepred_ros.testing import _ddim_scheduler
+        return _ddim_scheduler('sample')
+    base = DDIMScheduler.from_pretrained(source, subfolder='scheduler')
+    return DDIMScheduler.from_config(base.config, prediction_type='sample')
+
+
+def adapt_unet(unet, variant: str, latent_channels: int):
+    """Give a Stable Diffusion / Marigold UNet Lotus's inputs and task switcher.
+
+    Missing projection class embedding: added (new weights, zero-initialised output so
+    the pretrained behaviour is kept at first). Input channels: 4 → 8 for Lotus-G by
+    duplicating the first convolution's weights at half value (the image latent and the
+    noise share them), as Marigold and Lotus do.
+    """
+    from diffusers import UNet2DConditionModel
+    wanted = 2 * latent_channels if variant == 'g' else latent_channels
+    config = {k: v for k, v in unet.config.items() if not k.startswith('_')}
+    changed = False
+    if config.get('class_embed_type') != 'projection':
+        config.update(class_embed_type='projection', projection_class_embeddings_input_dim=4)
+        changed = True
+    have = config['in_channels']
+    if have != wanted:
+        if not (variant == 'g' and have == latent_channels):
+            raise ValueError(f'cannot adapt a UNet with {have} input channels to Lotus-'
+                             f'{variant.upper()} ({wanted} channels)')
+        config['in_channels'] = wanted
+        changed = True
+    if not changed:
+        return unet
+    state = unet.state_dict()
+    if have != wanted:
+        weight = state['conv_in.weight']
+        state['conv_in.weight'] = torch.cat([weight, weight], dim=1) / 2
+    new = UNet2DConditionModel.from_config(config)
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith('class_embedding') for k in missing):
+        raise ValueError(f'UNet adaptation lost weights: missing {missing}, '
+                         f'unexpected {unexpected}')
+    with torch.no_grad():
+        new.class_embedding.linear_2.weight.zero_()
+        new.class_embedding.linear_2.bias.zero_()
+    return new
+
+
+# --- the run ----------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Run `densepred train`; return the checkpoint folder (also on a time limit)."""
+    import tempfile
+
+    from diffusers import UNet2DConditionModel
+
+    from densepred_ros.models import load_predictor, runtime
+    from densepred_ros.models.loading import quiet_libraries
+    from densepred_ros.training.evaluate import evaluate, format_metrics, VALIDATION_SEED
+    cfg.check()
+    quiet_libraries()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = runtime.resolve_device(cfg.device)
+    output = Path(cfg.output)
+    resuming = cfg.resume and (output / STATE_FILE).is_file()
+    if cfg.resume and not resuming and (output / 'vae').is_dir() and cfg.vae is None:
+        cfg.vae = str(output)
+    model_config = load_model_config(cfg.model_config) if cfg.init is None else None
+    if cfg.resolution is not None:
+        height, width = cfg.resolution
+    elif model_config is not None:
+        height, width = config_resolution(model_config)
+    else:
+        height, width = 384, 512
+    processing = cfg.processing_resolution or max(height, width)
+    frames = load_training_frames(cfg, height, width, log)
+    log(f'{len(frames)} training frames at {width}×{height} on {device}')
+    source = Path(cfg.init) if cfg.init else None
+    if resuming:
+        source = output
+    tmp = Path(tempfile.mkdtemp(prefix='densepred-train-'))
+    tokenizer, text_encoder = _prompt_parts(source, tmp)
+    scheduler = _lotus_scheduler(source)
+
+    # 1. VAE: reuse, load, or train from scratch.
+    if source is not None:
+        vae = _load_vae(str(source))
+    elif cfg.vae is not None:
+        vae = _load_vae(cfg.vae)
+        log(f'VAE from {cfg.vae} (frozen)')
+    else:
+        vae = build_vae(model_config)
+        stats = train_vae(vae, vae_training_images(frames), cfg.vae_steps, cfg.vae_batch_size,
+                          cfg.vae_lr, cfg.vae_time_limit * 60, device, cfg.seed,
+                          progress=cfg.progress)
+        log(f'VAE trained: {json.dumps(stats)}')
+    vae.to(device).eval()
+    check = vae_annotation_check(vae, frames, cfg.space, device)
+    log(f'VAE reconstruction of {cfg.space} annotations: {json.dumps(check)}')
+
+    # 2. UNet.
+    if resuming:
+        unet = UNet2DConditionModel.from_pretrained(output, subfolder='unet',
+                                                    use_safetensors=True)
+    elif source is not None:
+        unet = adapt_unet(UNet2DConditionModel.from_pretrained(
+            source, subfolder='unet', use_safetensors=True), cfg.variant,
+            vae.config.latent_channels)
+    else:
+        unet = build_unet(model_config, cfg.variant, vae.config.latent_channels)
+    variant = 'g' if unet.config.in_channels == 2 * vae.config.latent_channels else 'd'
+    if variant != cfg.variant:
+        raise ValueError(f'{output}: the checkpoint is Lotus-{variant.upper()}, '
+                         f'not {cfg.variant.upper()}')
+    prompt = encode_empty_prompt(tokenizer, text_encoder)
+    trainer = LotusTrainer(unet, vae, scheduler, prompt, variant, cfg.lr, device, cfg.seed,
+                           cfg.preserver_fraction)
+    if resuming:
+        trainer.load_state_dict(torch.load(output / STATE_FILE, weights_only=True))
+        log(f'resumed at step {trainer.step}')
+
+    def save() -> Path:
+        return save_checkpoint(output, trainer.unet, vae, text_encoder, tokenizer, scheduler,
+                               variant, cfg.space, processing, trainer.state_dict())
+
+    def write_log(entry: dict) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        with open(output / LOG_FILE, 'a') as f:
+            f.write(json.dumps(entry) + '\n')
+
+    if cfg.vae_only:
+        path = save()
+        log(f'VAE-only run: checkpoint with an untrained UNet written to {path}')
+        return path
+
+    rgb_latents = encode_latents(vae, dataset.rgb_images(frames), device)
+    images, valid = dataset.annotations(frames, cfg.space)
+    ann_latents = encode_latents(vae, images, device)
+    valid_latent = latent_valid(valid)
+    del images
+    val_frames = []
+    if cfg.val_frames:
+        from densepred_ros.training.evaluate import held_out_frames
+        val_frames = held_out_frames(cfg.val_frames, VALIDATION_SEED, 2 * height, 2 * width)
+    write_log({'event': 'start', 'step': trainer.step, 'config': {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}})
+
+    def validate() -> None:
+        path = save()
+        trainer.unet.train()
+        if not val_frames:
+            return
+        predictor = load_predictor(str(path), PredictorOptions(device=str(device)))
+        metrics = evaluate(predictor, val_frames)
+        predictor.close()
+        log(f'step {trainer.step}: validation {format_metrics(metrics)}')
+        write_log({'event': 'validation', 'step': trainer.step, 'elapsed': trainer.elapsed,
+                   **metrics})
+
+    from tqdm import tqdm
+    time_limit_s = cfg.time_limit * 60
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=f'UNet ({cfg.space})',
+               disable=not cfg.progress, dynamic_ncols=True, mininterval=5.0)
+    recent = []
+    run_start, elapsed_before = time.monotonic(), trainer.elapsed
+    while trainer.step < cfg.steps:
+        trainer.elapsed = elapsed_before + time.monotonic() - run_start
+        if time_limit_s and trainer.elapsed >= time_limit_s:
+            log(f'time limit of {cfg.time_limit} min reached at step {trainer.step}')
+            break
+        idx = torch.randint(len(frames), (cfg.batch_size,), generator=trainer.generator)
+        scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s)
+        losses = trainer.train_step(rgb_latents[idx], ann_latents[idx], valid_latent[idx],
+                                    scale)
+        recent = (recent + [losses['annotation']])[-50:]
+        bar.update(1)
+        bar.set_postfix(loss=f'{np.mean(recent):.4f}', refresh=False)
+        if trainer.step % 50 == 0:
+            write_log({'event': 'train', 'step': trainer.step, 'elapsed': trainer.elapsed,
+                       'lr': cfg.lr * scale, **losses})
+        if cfg.val_every and trainer.step % cfg.val_every == 0:
+            validate()
+        elif cfg.save_every and trainer.step % cfg.save_every == 0:
+            save()
+    bar.close()
+    if not (cfg.val_every and trainer.step % cfg.val_every == 0 and trainer.step):
+        validate()
+    return output
