@@ -422,6 +422,31 @@ def extrinsic_from_xyz_quat(x: float, y: float, z: float,
     return T
 
 
+def xyz_quat_from_extrinsic(T: np.ndarray) -> list:
+    """Return [x, y, z, qx, qy, qz, qw] of a 4×4 rigid transform (inverse of the above).
+
+    This is the form of the node's `alignment.extrinsic` parameter. The quaternion is
+    computed with Shepperd's method (pivot on the largest of w², x², y², z²).
+    """
+    m = np.asarray(T, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise ValueError(f'expected a finite 4×4 transform, got shape {m.shape}')
+    r = m[:3, :3]
+    squares = np.array([1 + r[0, 0] + r[1, 1] + r[2, 2], 1 + r[0, 0] - r[1, 1] - r[2, 2],
+                        1 - r[0, 0] + r[1, 1] - r[2, 2], 1 - r[0, 0] - r[1, 1] + r[2, 2]])
+    i = int(np.argmax(squares))
+    s = 2.0 * math.sqrt(squares[i])
+    if i == 0:
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    elif i == 1:
+        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif i == 2:
+        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
+    return [float(v) for v in m[:3, 3]] + [float(v) for v in q]
+
+
 def project_points(points_cam: np.ndarray, camera: CameraModel, *, rectified: bool = True,
                    z_min: float = 0.1, z_max: float = math.inf, window: int = 7,
                    min_gap: float = 1.5, rel_gap: float = 0.15

@@ -24,19 +24,6 @@ FRAME_ID = 'camera_optical_frame'
 DEMO_MODELS = Path(__file__).resolve().parent / 'demo_models'
 
 
-def quaternion_from_matrix(R: np.ndarray) -> List[float]:
-    """Return [qx, qy, qz, qw] of a 3×3 rotation matrix."""
-    R = np.asarray(R, dtype=np.float64)
-    w = np.sqrt(max(0.0, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2.0
-    x = np.sqrt(max(0.0, 1.0 + R[0, 0] - R[1, 1] - R[2, 2])) / 2.0
-    y = np.sqrt(max(0.0, 1.0 - R[0, 0] + R[1, 1] - R[2, 2])) / 2.0
-    z = np.sqrt(max(0.0, 1.0 - R[0, 0] - R[1, 1] + R[2, 2])) / 2.0
-    x = np.copysign(x, R[2, 1] - R[1, 2])
-    y = np.copysign(y, R[0, 2] - R[2, 0])
-    z = np.copysign(z, R[1, 0] - R[0, 1])
-    return [float(x), float(y), float(z), float(w)]
-
-
 def depth_metrics(depth: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
     """Return AbsRel, δ1 and coverage of metric depth against ground truth (finite pixels)."""
     valid = np.isfinite(truth) & (truth > 0)
@@ -213,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; return the exit code."""
     from PIL import Image as PILImage
 
-    from densepred_ros.camera import CameraModel
+    from densepred_ros.camera import CameraModel, xyz_quat_from_extrinsic
     from densepred_ros.synthetic import make_sequence
     from densepred_ros.testing import write_tiny_lotus
 
@@ -241,9 +228,7 @@ def run(args: argparse.Namespace) -> int:
     if normals_model is not None:
         parameters['model.normals_path'] = str(normals_model)
     if frames:
-        T = frames[0].T_cam_lidar
-        parameters['alignment.extrinsic'] = [float(x) for x in T[:3, 3]] + \
-            quaternion_from_matrix(T[:3, :3])
+        parameters['alignment.extrinsic'] = xyz_quat_from_extrinsic(frames[0].T_cam_lidar)
     print(f'densepred demo: {len(frames) or len(images)} frames through the depth node, '
           f'model {model}' + (f', normals model {normals_model}' if normals_model else ''))
     player = _Player(parameters)

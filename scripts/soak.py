@@ -45,25 +45,6 @@ COUNTERS = {
 }
 
 
-def quaternion_xyzw(R: np.ndarray) -> List[float]:
-    """Return the unit quaternion [qx, qy, qz, qw] of a 3×3 rotation matrix."""
-    # Shepperd's method: pivot on the largest of w², x², y², z² for stability.
-    m = np.asarray(R, dtype=np.float64)
-    squares = np.array([1 + m[0, 0] + m[1, 1] + m[2, 2], 1 + m[0, 0] - m[1, 1] - m[2, 2],
-                        1 - m[0, 0] + m[1, 1] - m[2, 2], 1 - m[0, 0] - m[1, 1] + m[2, 2]])
-    i = int(np.argmax(squares))
-    s = 2.0 * math.sqrt(squares[i])
-    if i == 0:
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4]
-    elif i == 1:
-        q = [s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif i == 2:
-        q = [(m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s]
-    return [float(x) for x in q]
-
-
 def read_rss_kib(pid: int) -> Optional[int]:
     """Return VmRSS of a process in KiB from /proc/<pid>/status, None when it is gone."""
     try:
@@ -213,6 +194,7 @@ def node_command(checkpoint: Path, extrinsic: List[float], depth: int) -> List[s
 
 def run(args: argparse.Namespace) -> dict:
     """Run one soak and return the report (see the module docstring)."""
+    from densepred_ros.camera import xyz_quat_from_extrinsic
     from densepred_ros.testing import write_tiny_lotus
 
     domain_id = args.domain_id if args.domain_id >= 0 else 150 + os.getpid() % 60
@@ -220,7 +202,7 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = write_tiny_lotus(workdir / 'lotus', processing_resolution=64)
     messages = make_messages(1, args.width, args.height, args.beams)
     T = messages[0][3]
-    extrinsic = [float(x) for x in T[:3, 3]] + quaternion_xyzw(T[:3, :3])
+    extrinsic = xyz_quat_from_extrinsic(T)
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
                RCUTILS_LOGGING_BUFFERED_STREAM='0', OMP_NUM_THREADS=str(args.threads))

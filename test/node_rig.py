@@ -6,13 +6,12 @@ reliable, so no test depends on best-effort luck. Test modules keep their own sm
 fixtures (their own ROS domain id) and build on these helpers.
 """
 
-import math
 import threading
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
 from densepred_ros import encode
-from densepred_ros.camera import extrinsic_from_xyz_quat
+from densepred_ros.camera import extrinsic_from_xyz_quat, xyz_quat_from_extrinsic
 from densepred_ros.models import ModelSpec, Prediction
 from densepred_ros.node import DepthNode
 from diagnostic_msgs.msg import DiagnosticArray
@@ -42,26 +41,9 @@ def ros_session(domain_id: int) -> Iterator[None]:
     rclpy.try_shutdown()
 
 
-def quaternion_from_rotation(R: np.ndarray) -> List[float]:
-    """Return [qx, qy, qz, qw] of a rotation matrix (largest-component method)."""
-    trace = float(np.trace(R))
-    if trace > 0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4]
-    else:
-        i = int(np.argmax(np.diag(R)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0, 0.0, 0.0, (R[k, j] - R[j, k]) / s]
-        q[i] = s / 4
-        q[j] = (R[j, i] + R[i, j]) / s
-        q[k] = (R[k, i] + R[i, k]) / s
-    return [float(x) for x in q]
-
-
 def extrinsic_parameter(T: np.ndarray) -> List[float]:
     """Return [x, y, z, qx, qy, qz, qw] of T, checked by rebuilding T from it."""
-    values = [float(x) for x in T[:3, 3]] + quaternion_from_rotation(T[:3, :3])
+    values = xyz_quat_from_extrinsic(T)
     np.testing.assert_allclose(extrinsic_from_xyz_quat(*values), T, atol=1e-9)
     return values
 

@@ -6,6 +6,7 @@ from densepred_ros.camera import CameraModel
 from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.camera import project_points
 from densepred_ros.camera import transform_points
+from densepred_ros.camera import xyz_quat_from_extrinsic
 from densepred_ros.synthetic import make_frame
 import numpy as np
 import pytest
@@ -369,3 +370,17 @@ def test_roi_of_a_distorted_camera_is_refused_for_rectified_projection():
         project_points(pts, cam, rectified=True)
     uv, z = project_points(pts, cam, rectified=False)
     assert z.tolist() == [3.0]
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_xyz_quat_round_trips_through_the_extrinsic(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=4)
+    if seed == 5:
+        q = np.array([0.0, 1.0, 0.0, 1e-3])        # w ≈ 0: the pivot must switch
+    T = extrinsic_from_xyz_quat(*rng.normal(size=3), *q)
+    values = xyz_quat_from_extrinsic(T)
+    assert len(values) == 7
+    np.testing.assert_allclose(extrinsic_from_xyz_quat(*values), T, atol=1e-12)
+    with pytest.raises(ValueError):
+        xyz_quat_from_extrinsic(np.eye(3))

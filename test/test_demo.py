@@ -1,21 +1,10 @@
 """Pieces of the demo that carry meaning: metrics, the extrinsic parameter, the cloud view."""
 
-from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.demo import (
-    depth_metrics, normal_error_degrees, quaternion_from_matrix, render_points)
+    depth_metrics, normal_error_degrees, render_points)
 from densepred_ros.synthetic import make_frame
 import numpy as np
 import pytest
-
-
-@pytest.mark.parametrize('seed', range(5))
-def test_quaternion_round_trips_through_the_extrinsic_parameter(seed):
-    rng = np.random.default_rng(seed)
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    R = extrinsic_from_xyz_quat(0.0, 0.0, 0.0, *q)[:3, :3]
-    back = extrinsic_from_xyz_quat(0.0, 0.0, 0.0, *quaternion_from_matrix(R))[:3, :3]
-    np.testing.assert_allclose(back, R, atol=1e-9)
 
 
 def test_depth_metrics_against_known_errors():
