@@ -538,7 +538,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError('repeats must be >= 1 and warmup >= 0')
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
-    from densepred_ros.models.lotus import cpu_has_bf16
+    from densepred_ros.models.runtime import cpu_has_bf16
     native = cpu_has_bf16()
     # Without native bf16 a 2048² bf16 product takes minutes: measure a smaller one.
     size = 256 if args.tiny else 2048

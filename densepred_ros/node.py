@@ -26,6 +26,7 @@ Faults (see the README's Reliability section):
   inference is waited for at most `EXIT_JOIN_TIMEOUT` s before the process exits 0.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 import os
 import signal
@@ -340,10 +341,16 @@ class DepthNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._setup_tf(config)
-        spec = self._pipeline.predictor.spec
+        predictor = self._pipeline.predictor
         self.get_logger().info(
-            f'configured: {spec.family} ({spec.space}) from {config.model.path} on '
-            f'{self._device_label()}, {config.model.dtype}')
+            f'configured: {predictor.spec.family} ({predictor.spec.space}) from '
+            f'{config.model.path} on {self._device_label()}, {config.model.dtype} '
+            f'({getattr(predictor, "dtype", "")}), backend {self._backend_label()}')
+        for name, p in (('model.path', predictor),
+                        ('model.normals_path', self._pipeline.normals_predictor)):
+            for choice in getattr(p, 'backend_choices', {}).values():
+                log = self.get_logger().warning if choice.skipped else self.get_logger().info
+                log(f'{name} {choice.describe()}')
         self._state_label = 'inactive'
         return TransitionCallbackReturn.SUCCESS
 
@@ -421,8 +428,12 @@ class DepthNode(Node):
         from densepred_ros.models import load_predictor, PredictorOptions
 
         m = config.model
-        options = PredictorOptions(processing_resolution=m.processing_resolution,
-                                   dtype=m.dtype, device=m.device, seed=m.seed)
+        options = PredictorOptions(
+            processing_resolution=m.processing_resolution, dtype=m.dtype, device=m.device,
+            seed=m.seed, backend=m.backend, export_dir=m.export_dir,
+            engine_cache_dir=m.engine_cache_dir, engine_precision=m.engine_precision,
+            ort_providers=m.ort_providers, rebuild_engines=m.rebuild_engines,
+            threads=m.threads)
         predictor = load_predictor(m.path, options, family=m.family,
                                    allow_pickle=m.allow_pickle)
         normals_predictor = None
@@ -432,7 +443,10 @@ class DepthNode(Node):
                                   f'predict depth or disparity (put normal checkpoints in '
                                   f'model.normals_path)')
             if m.normals_path:
-                normals_predictor = load_predictor(m.normals_path, options,
+                normals_options = dataclasses.replace(
+                    options, export_dir=m.normals_export_dir,
+                    backend=m.backend if m.normals_export_dir else 'torch')
+                normals_predictor = load_predictor(m.normals_path, normals_options,
                                                    allow_pickle=m.allow_pickle)
                 if normals_predictor.spec.space != 'normals':
                     raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '
@@ -498,6 +512,14 @@ class DepthNode(Node):
             if pipeline.normals_predictor is not None:
                 pipeline.normals_predictor.close()
         self.config = None
+
+    def _backend_label(self) -> str:
+        """Return what runs each component, e.g. 'vae_encoder=torch/cpu,unet=onnxruntime/cpu'."""
+        choices = getattr(self._pipeline.predictor if self._pipeline else None,
+                          'backend_choices', None)
+        if not choices:
+            return self.config.model.backend if self.config else ''
+        return ','.join(f'{c.component}={c.backend}/{c.device}' for c in choices.values())
 
     def _device_label(self) -> str:
         if self._pipeline is None:
@@ -660,7 +682,7 @@ class DepthNode(Node):
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.config is None:
             return
-        summary = self.stats.summary(self._state_label, backend=self.config.model.backend,
+        summary = self.stats.summary(self._state_label, backend=self._backend_label(),
                                      device=self._device_label(),
                                      alignment_wanted=self.config.alignment.enabled)
         self._diag_pub.publish(diagnostic_array(

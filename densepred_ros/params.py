@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-BACKENDS = ('torch',)
-LATER_BACKENDS = ('onnxruntime', 'tensorrt')
+from densepred_ros.models.base import parse_backend_spec
+
 FAMILIES = ('auto', 'lotus', 'marigold')
-DTYPES = ('fp32', 'fp16', 'bf16')
+DTYPES = ('auto', 'fp32', 'fp16', 'bf16')
+ENGINE_PRECISIONS = ('fp16', 'fp32')
 RELIABILITIES = ('best_effort', 'reliable')
 MAX_PROCESSING_RESOLUTION = 4096
 # A lidar (x forward, y left, z up) at the camera's origin: camera x = -lidar y,
@@ -54,12 +55,40 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'metric depth.'),
     ParameterSpec('model.family', 'auto', 'Model family: auto (from the checkpoint), lotus '
                   'or marigold.', choices=FAMILIES),
-    ParameterSpec('model.backend', 'torch', 'Inference backend. Only torch for now; '
-                  'onnxruntime and tensorrt come later.', choices=BACKENDS + LATER_BACKENDS),
+    ParameterSpec('model.backend', 'torch',
+                  'Inference backend of the Lotus UNet and VAE: torch, onnxruntime or '
+                  'tensorrt, or component=backend pairs such as '
+                  '"unet=tensorrt,vae_decoder=torch" (components: vae_encoder, unet, '
+                  'vae_decoder; unnamed ones use torch). onnxruntime and tensorrt need '
+                  'model.export_dir; a backend that cannot run falls back along tensorrt -> '
+                  'onnxruntime -> torch CUDA -> torch CPU, logged. Marigold runs on torch.'),
+    ParameterSpec('model.export_dir', '',
+                  'Folder written by `densepred export` for model.path at the processing '
+                  'size the camera images are resized to (needed by onnxruntime/tensorrt).'),
+    ParameterSpec('model.normals_export_dir', '',
+                  'The same for model.normals_path; when empty the normals model runs on '
+                  'torch.'),
+    ParameterSpec('model.engine_cache_dir', '',
+                  'TensorRT engine cache; empty = ~/.cache/densepred_ros/tensorrt. Engines '
+                  'are built on first use (minutes) and reused while GPU, TensorRT version, '
+                  'shapes, precision and ONNX file match.'),
+    ParameterSpec('model.engine_precision', 'fp16', 'TensorRT engine precision.',
+                  choices=ENGINE_PRECISIONS),
+    ParameterSpec('model.rebuild_engines', False,
+                  'Rebuild the TensorRT engines even when matching ones are cached.'),
+    ParameterSpec('model.ort_providers', '',
+                  'ONNX Runtime providers in order of preference, comma separated; empty = '
+                  'TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider '
+                  '(those installed).'),
+    ParameterSpec('model.threads', 0,
+                  'CPU threads for torch and ONNX Runtime; 0 = the default of the libraries.',
+                  bounds=(0, 1024)),
     ParameterSpec('model.device', 'auto',
                   'Torch device: auto (CUDA when present), cpu, cuda or cuda:N.'),
-    ParameterSpec('model.dtype', 'fp32', 'Compute precision: fp32, fp16 or bf16.',
-                  choices=DTYPES),
+    ParameterSpec('model.dtype', 'auto',
+                  'Compute precision: auto (fp16 on CUDA; on the CPU bf16 where it is '
+                  'native, else fp32, with channels-last layout), fp32 (exact), fp16 or '
+                  'bf16.', choices=DTYPES),
     ParameterSpec('model.processing_resolution', -1,
                   'Longest image edge the model runs at, pixels; -1 = the model default, '
                   '0 = the input image size.', bounds=(-1, MAX_PROCESSING_RESOLUTION)),
@@ -133,6 +162,13 @@ class ModelConfig:
     processing_resolution: Optional[int]
     seed: int
     allow_pickle: bool
+    export_dir: str = ''
+    normals_export_dir: str = ''
+    engine_cache_dir: str = ''
+    engine_precision: str = 'fp16'
+    rebuild_engines: bool = False
+    ort_providers: str = ''
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,9 +239,14 @@ class NodeConfig:
              _SPECS.items()}
         if not v['model.path']:
             raise ConfigError('model.path is empty: set it to a checkpoint folder or hub id')
-        if v['model.backend'] in LATER_BACKENDS:
-            raise ConfigError(f"model.backend '{v['model.backend']}' is not available yet "
-                              f"(only 'torch' for now; onnxruntime and tensorrt come later)")
+        try:
+            requested = parse_backend_spec(v['model.backend'])
+        except ValueError as exc:
+            raise ConfigError(f'model.backend: {exc}') from exc
+        if set(requested.values()) != {'torch'} and not v['model.export_dir']:
+            raise ConfigError(f"model.backend '{v['model.backend']}' needs model.export_dir, "
+                              'the folder written by `densepred export --model <model.path> '
+                              '--height H --width W --output DIR`')
         device = v['model.device']
         if not (device in ('auto', 'cpu', 'cuda') or _is_cuda_index(device)):
             raise ConfigError(f'model.device must be auto, cpu, cuda or cuda:N, got {device!r}')
@@ -216,7 +257,13 @@ class NodeConfig:
                 family=v['model.family'], backend=v['model.backend'], device=device,
                 dtype=v['model.dtype'],
                 processing_resolution=None if resolution < 0 else resolution,
-                seed=v['model.seed'], allow_pickle=v['model.allow_pickle']),
+                seed=v['model.seed'], allow_pickle=v['model.allow_pickle'],
+                export_dir=v['model.export_dir'],
+                normals_export_dir=v['model.normals_export_dir'],
+                engine_cache_dir=v['model.engine_cache_dir'],
+                engine_precision=v['model.engine_precision'],
+                rebuild_engines=v['model.rebuild_engines'],
+                ort_providers=v['model.ort_providers'], threads=v['model.threads']),
             alignment=AlignmentSettings(
                 enabled=v['alignment.enabled'], use_tf=v['alignment.use_tf'],
                 extrinsic=_extrinsic(v['alignment.extrinsic']),

@@ -22,8 +22,9 @@ def _launch_setup(context: LaunchContext) -> list:
 
     # 1. Parameters: the params file, then the values given as launch arguments.
     overrides = {'autostart': arg('autostart').strip().lower() in ('true', '1', 'yes')}
-    if arg('model_path'):
-        overrides['model.path'] = arg('model_path')
+    for name in ('model_path', 'backend', 'export_dir'):
+        if arg(name):
+            overrides['model.' + name.replace('model_', '')] = arg(name)
     parameters = [arg('params_file'), overrides]
 
     # 2. The depth node, with its relative input topics remapped.
@@ -68,6 +69,14 @@ def generate_launch_description() -> LaunchDescription:
             'model_path', default_value='',
             description='Depth checkpoint folder or hub id; overrides model.path of '
                         'params_file when not empty.'),
+        DeclareLaunchArgument(
+            'backend', default_value='',
+            description='torch, onnxruntime or tensorrt (or per component); overrides '
+                        'model.backend of params_file when not empty.'),
+        DeclareLaunchArgument(
+            'export_dir', default_value='',
+            description='Folder of `densepred export` for model_path; overrides '
+                        'model.export_dir of params_file when not empty.'),
         DeclareLaunchArgument(
             'image', default_value='/camera/image_raw',
             description='Input sensor_msgs/Image topic (rgb8, bgr8, rgba8, bgra8, mono8, '

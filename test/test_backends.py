@@ -319,7 +319,8 @@ def test_bench_command_runs_tiny(tmp_path, capsys):
 # The CPU speed settings ---------------------------------------------------------------------
 
 def test_auto_dtype_and_layout_rules():
-    from densepred_ros.models.lotus import cpu_has_bf16, resolve_auto_dtype, use_channels_last
+    from densepred_ros.models.lotus import use_channels_last
+    from densepred_ros.models.runtime import cpu_has_bf16, resolve_auto_dtype
     assert resolve_auto_dtype('auto', CUDA) == 'fp16'
     assert resolve_auto_dtype('auto', CPU) == ('bf16' if cpu_has_bf16() else 'fp32')
     assert resolve_auto_dtype('fp32', CPU) == 'fp32'

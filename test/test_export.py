@@ -4,8 +4,10 @@ import json
 
 from densepred_ros.cli import main
 from densepred_ros.models import load_predictor, PredictorOptions
-from densepred_ros.models.export import export_lotus, ExportError, file_sha256, METADATA
+from densepred_ros.models.export import export_lotus, export_size, ExportError, file_sha256
+from densepred_ros.models.export import METADATA
 from densepred_ros.models.export import onnx_io, padded_size, parse_components, read_metadata
+from densepred_ros.testing import write_tiny_lotus
 import numpy as np
 import pytest
 
@@ -99,6 +101,21 @@ def test_variant_mismatch_is_refused(checkpoints, exported):
             device='cpu', backend='onnxruntime', export_dir=str(folders[(64, 64)])))
 
 
+def test_export_of_other_weights_or_space_is_refused(exported, tmp_path):
+    checkpoint, folders = exported
+    meta = read_metadata(folders[(64, 64)])
+    assert len(meta['weights']) == 64
+    options = PredictorOptions(device='cpu', backend='onnxruntime',
+                               export_dir=str(folders[(64, 64)]))
+    retrained = write_tiny_lotus(tmp_path / 'other', variant=meta['variant'],
+                                 space=meta['space'], seed=1)
+    with pytest.raises(ValueError, match='other weights'):
+        load_predictor(str(retrained), options)
+    normals = write_tiny_lotus(tmp_path / 'normals', variant=meta['variant'], space='normals')
+    with pytest.raises(ValueError, match='normals'):
+        load_predictor(str(normals), options)
+
+
 def test_export_command_subset_and_pad_64(checkpoints, tmp_path):
     out = tmp_path / 'unet_only'
     code = main(['export', '--model', str(checkpoints['lotus_d']), '--height', '72',
@@ -118,6 +135,17 @@ def test_export_command_subset_and_pad_64(checkpoints, tmp_path):
     assert predictor.backend_choices['vae_decoder'].backend == 'torch'
     assert 'no exported vae_decoder' in ' '.join(predictor.backend_choices['vae_decoder'].skipped)
     assert predictor.predict(_image(72, 100)).values.shape == (72, 100)
+
+
+def test_export_size_from_the_camera_size(checkpoints):
+    # The tiny checkpoints record processing resolution 64: 640×480 runs at 64×48.
+    assert export_size(str(checkpoints['lotus_g']), None, None, (640, 480)) == (48, 64)
+    assert export_size(str(checkpoints['lotus_g']), None, None, (640, 480), 768) == (576, 768)
+    assert export_size('unused', 70, 100) == (70, 100)
+    with pytest.raises(ValueError, match='image-size'):
+        export_size('unused', 70, None)
+    with pytest.raises(ValueError, match='not both'):
+        export_size('unused', 70, 100, (640, 480))
 
 
 def test_bad_requests():

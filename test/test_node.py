@@ -103,7 +103,8 @@ def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
         assert matching, topic
     assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
     values = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]
-    assert values['backend'] == 'torch' and values['device'] == 'cpu'
+    assert values['backend'] == 'vae_encoder=torch/cpu,unet=torch/cpu,vae_decoder=torch/cpu'
+    assert values['device'] == 'cpu'
     assert values['state'] == 'active'
     assert values['alignment'] != 'no frame yet'  # the random model's fit status is shown
 
@@ -164,6 +165,31 @@ def test_metric_outputs_with_an_oracle_model(make_rig, checkpoint, frame, monkey
     rig.node.trigger_deactivate()
     rig.node.trigger_cleanup()
     assert oracle.closed  # cleanup frees the model
+
+
+def test_onnxruntime_backend_through_the_node(make_rig, checkpoint, frame, tmp_path) -> None:
+    pytest.importorskip('onnxruntime')
+    from densepred_ros.models import load_predictor, PredictorOptions
+    from densepred_ros.models.export import export_lotus
+    # The tiny checkpoint runs at longest edge 64: the 96×72 camera is processed at 64×48.
+    export_lotus(checkpoint, 48, 64, tmp_path / 'onnx', log=lambda *_: None)
+    rig = make_rig({'model.path': checkpoint, 'model.backend': 'onnxruntime',
+                    'model.export_dir': str(tmp_path / 'onnx'), 'alignment.enabled': False})
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.subscribe()
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
+    relative = rig.latest('depth/relative')
+    values = np.frombuffer(relative.data, dtype=np.float32).reshape(HEIGHT, WIDTH)
+    reference = load_predictor(checkpoint, PredictorOptions(device='cpu', dtype='fp32'))
+    expected = reference.predict(frame.rgb).values
+    assert expected.std() > 1e-3
+    assert np.abs(values - expected).max() < 1e-3
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    label = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]['backend']
+    assert label == ('vae_encoder=onnxruntime/cpu,unet=onnxruntime/cpu,'
+                     'vae_decoder=onnxruntime/cpu')
 
 
 def test_unsupported_encoding_is_skipped_and_counted(make_rig, checkpoint, frame) -> None:

@@ -45,9 +45,14 @@ def test_every_parameter_is_described_and_defaults_are_valid() -> None:
 
 @pytest.mark.parametrize('name, value, match', [
     ('model.path', '', 'model.path'),
-    ('model.backend', 'tensorrt', 'come later'),
-    ('model.backend', 'onnxruntime', 'come later'),
+    ('model.backend', 'tensorrt', 'export_dir'),
+    ('model.backend', 'onnxruntime', 'export_dir'),
+    ('model.backend', 'unet=tensorrt', 'export_dir'),
     ('model.backend', 'jax', 'model.backend'),
+    ('model.backend', 'unet=jax', 'model.backend'),
+    ('model.backend', 'text_encoder=onnxruntime', 'model.backend'),
+    ('model.engine_precision', 'int8', 'model.engine_precision'),
+    ('model.threads', -1, 'model.threads'),
     ('model.family', 'dpt', 'model.family'),
     ('model.dtype', 'int8', 'model.dtype'),
     ('model.device', 'gpu', 'model.device'),
@@ -70,6 +75,18 @@ def test_every_parameter_is_described_and_defaults_are_valid() -> None:
 def test_bad_values_name_the_parameter(name: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         NodeConfig.from_parameters({**GOOD, name: value})
+
+
+def test_backends_with_an_export_folder() -> None:
+    config = NodeConfig.from_parameters({
+        **GOOD, 'model.backend': 'unet=tensorrt, vae_decoder=onnxruntime',
+        'model.export_dir': '/exports/lotus_480x640', 'model.engine_precision': 'fp32',
+        'model.threads': 4, 'model.ort_providers': 'CPUExecutionProvider'})
+    assert config.model.backend == 'unet=tensorrt, vae_decoder=onnxruntime'
+    assert config.model.export_dir == '/exports/lotus_480x640'
+    assert (config.model.engine_precision, config.model.threads) == ('fp32', 4)
+    assert config.model.normals_export_dir == '' and config.model.rebuild_engines is False
+    assert NodeConfig.from_parameters(GOOD).model.dtype == 'auto'
 
 
 def test_unknown_parameter_rejected() -> None:
@@ -177,8 +194,8 @@ def test_launch_file_compiles_and_declares_its_arguments() -> None:
                 if isinstance(node, ast.Call) and getattr(node.func, 'id', '')
                 == 'DeclareLaunchArgument' and node.args
                 and isinstance(node.args[0], ast.Constant)}
-    assert {'namespace', 'params_file', 'model_path', 'image', 'camera_info', 'lidar',
-            'use_rviz', 'autostart', 'log_level'} <= declared
+    assert {'namespace', 'params_file', 'model_path', 'backend', 'export_dir', 'image',
+            'camera_info', 'lidar', 'use_rviz', 'autostart', 'log_level'} <= declared
 
 
 def test_launch_description_builds_when_launch_ros_is_installed() -> None:

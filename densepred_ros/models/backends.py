@@ -27,13 +27,12 @@ from pathlib import Path
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from densepred_ros.models.base import BACKENDS, COMPONENTS, parse_backend_spec  # noqa: F401
 import torch
 from torch import nn
 
 LOG = logging.getLogger('densepred_ros.backends')
 
-COMPONENTS = ('vae_encoder', 'unet', 'vae_decoder')
-BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 ORT_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')
 ENGINE_PRECISIONS = ('fp32', 'fp16')
 DEFAULT_CACHE = os.path.join('~', '.cache', 'densepred_ros', 'tensorrt')
@@ -107,41 +106,6 @@ class VaeDecoderModule(nn.Module):
 # --------------------------------------------------------------------------------------
 # Backend requests and the fallback chain
 # --------------------------------------------------------------------------------------
-
-def parse_backend_spec(spec: str) -> Dict[str, str]:
-    """Parse a backend request into {component: backend}.
-
-    Args:
-        spec: one backend for every component ('torch', 'onnxruntime', 'tensorrt'), or a
-            comma list of component=backend pairs, e.g. 'unet=tensorrt,vae_decoder=torch';
-            components not named use 'torch'. '' means 'torch'.
-
-    Raises:
-        ValueError: an unknown backend or component, or a component named twice.
-    """
-    spec = (spec or 'torch').strip()
-    if '=' not in spec:
-        if spec not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS} or component=backend pairs, '
-                             f'got {spec!r}')
-        return dict.fromkeys(COMPONENTS, spec)
-    chosen = dict.fromkeys(COMPONENTS, 'torch')
-    seen = set()
-    for item in spec.split(','):
-        name, _, backend = item.partition('=')
-        name, backend = name.strip(), backend.strip()
-        if name not in COMPONENTS:
-            raise ValueError(f'unknown component {name!r} in backend {spec!r}; '
-                             f'components are {COMPONENTS}')
-        if backend not in BACKENDS:
-            raise ValueError(f'unknown backend {backend!r} for {name} in {spec!r}; '
-                             f'backends are {BACKENDS}')
-        if name in seen:
-            raise ValueError(f'component {name!r} named twice in backend {spec!r}')
-        seen.add(name)
-        chosen[name] = backend
-    return chosen
-
 
 def fallback_chain(requested: str, device: torch.device) -> List[Tuple[str, str]]:
     """Return the (backend, device type) pairs to try in order for a requested backend.

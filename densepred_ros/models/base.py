@@ -1,7 +1,7 @@
 """The predictor interface shared by every model family, and what a prediction means."""
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Dict, Optional, Protocol
 
 import numpy as np
 
@@ -9,6 +9,8 @@ DEPTH = 'depth'
 DISPARITY = 'disparity'
 NORMALS = 'normals'
 SPACES = (DEPTH, DISPARITY, NORMALS)
+COMPONENTS = ('vae_encoder', 'unet', 'vae_decoder')
+BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,38 @@ class Predictor(Protocol):
     def close(self) -> None:
         """Free the model's memory (the predictor is unusable afterwards)."""
         ...
+
+
+def parse_backend_spec(spec: str) -> Dict[str, str]:
+    """Parse a backend request into {component: backend}.
+
+    Args:
+        spec: one backend for every component ('torch', 'onnxruntime', 'tensorrt'), or a
+            comma list of component=backend pairs, e.g. 'unet=tensorrt,vae_decoder=torch';
+            components not named use 'torch'. '' means 'torch'.
+
+    Raises:
+        ValueError: an unknown backend or component, or a component named twice.
+    """
+    spec = (spec or 'torch').strip()
+    if '=' not in spec:
+        if spec not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS} or component=backend pairs, '
+                             f'got {spec!r}')
+        return dict.fromkeys(COMPONENTS, spec)
+    chosen = dict.fromkeys(COMPONENTS, 'torch')
+    seen = set()
+    for item in spec.split(','):
+        name, _, backend = item.partition('=')
+        name, backend = name.strip(), backend.strip()
+        if name not in COMPONENTS:
+            raise ValueError(f'unknown component {name!r} in backend {spec!r}; '
+                             f'components are {COMPONENTS}')
+        if backend not in BACKENDS:
+            raise ValueError(f'unknown backend {backend!r} for {name} in {spec!r}; '
+                             f'backends are {BACKENDS}')
+        if name in seen:
+            raise ValueError(f'component {name!r} named twice in backend {spec!r}')
+        seen.add(name)
+        chosen[name] = backend
+    return chosen

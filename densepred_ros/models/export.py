@@ -79,6 +79,31 @@ def file_sha256(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def weights_fingerprint(checkpoint: os.PathLike, components: Sequence[str] = ('unet', 'vae'),
+                        sample: int = 65536) -> str:
+    """Return a hex digest identifying the weights of a checkpoint folder's UNet and VAE.
+
+    Hashes every weight file's name, size and first and last `sample` bytes (the
+    safetensors header and both ends of the data), so telling two fine-tunes of one
+    architecture apart takes milliseconds even for gigabyte files. '' when the folder
+    holds no weight files (e.g. models built in memory).
+    """
+    digest = hashlib.sha256()
+    found = False
+    for component in components:
+        folder = Path(checkpoint) / component
+        files = sorted(p for p in folder.glob('*') if p.suffix in ('.safetensors', '.bin'))
+        for path in files:
+            size = path.stat().st_size
+            digest.update(f'{component}/{path.name}:{size}'.encode())
+            with open(path, 'rb') as handle:
+                digest.update(handle.read(sample))
+                handle.seek(max(0, size - sample))
+                digest.update(handle.read(sample))
+            found = True
+    return digest.hexdigest() if found else ''
+
+
 def example_inputs(component: str, predictor, padded: Tuple[int, int]) -> tuple:
     """Return float32 CPU example torch tensors of the exported shapes for one component."""
     import torch
@@ -178,6 +203,7 @@ def export_lotus(checkpoint: str, height: int, width: int, output: os.PathLike,
     meta = {
         'format': FORMAT_VERSION, 'family': 'lotus', 'variant': predictor.spec.variant,
         'space': predictor.spec.space, 'checkpoint': str(checkpoint),
+        'weights': predictor.weights_fingerprint,
         'height': int(height), 'width': int(width), 'pad_multiple': int(pad_multiple),
         'padded_height': padded[0], 'padded_width': padded[1],
         'pad_bottom': padded[0] - int(height), 'pad_right': padded[1] - int(width),
@@ -216,6 +242,31 @@ def export_lotus(checkpoint: str, height: int, width: int, output: os.PathLike,
     return meta
 
 
+def export_size(model: str, height: Optional[int], width: Optional[int],
+                image_size: Optional[Sequence[int]] = None,
+                processing_resolution: Optional[int] = None) -> Tuple[int, int]:
+    """Return the (height, width) to export: given directly, or derived from a camera size.
+
+    Args:
+        model: checkpoint folder or hub id (read for its default processing resolution).
+        height, width: the processing size, or None when `image_size` is given.
+        image_size: (width, height) of the camera images.
+        processing_resolution: longest processing edge; None = the checkpoint's default.
+    """
+    from densepred_ros.models.loading import default_resolution, resolve_checkpoint
+    from densepred_ros.models.runtime import processing_size
+    if image_size is None:
+        if height is None or width is None:
+            raise ValueError('give --height and --width (the processing size) or '
+                             '--image-size WIDTH HEIGHT (the camera size)')
+        return int(height), int(width)
+    if height is not None or width is not None:
+        raise ValueError('give either --height/--width or --image-size, not both')
+    if processing_resolution is None:
+        processing_resolution = default_resolution(resolve_checkpoint(model))
+    return processing_size(int(image_size[1]), int(image_size[0]), processing_resolution)
+
+
 def read_metadata(folder: os.PathLike) -> Dict:
     """Read and check `densepred_export.json` in an export folder.
 
@@ -243,10 +294,17 @@ def read_metadata(folder: os.PathLike) -> Dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `densepred export` options to a parser."""
     parser.add_argument('--model', required=True, help='Lotus checkpoint folder or hub id')
-    parser.add_argument('--height', type=int, required=True,
+    parser.add_argument('--height', type=int, default=None,
                         help='processing height in pixels (before padding)')
-    parser.add_argument('--width', type=int, required=True,
+    parser.add_argument('--width', type=int, default=None,
                         help='processing width in pixels (before padding)')
+    parser.add_argument('--image-size', type=int, nargs=2, metavar=('WIDTH', 'HEIGHT'),
+                        default=None,
+                        help='instead of --height/--width: the camera image size; the '
+                             'processing size is derived as the node derives it')
+    parser.add_argument('--processing-resolution', type=int, default=None,
+                        help='with --image-size: longest processing edge (default: the '
+                             "checkpoint's, as the node's model.processing_resolution -1)")
     parser.add_argument('--output', required=True, help='folder for the ONNX files')
     parser.add_argument('--components', default=','.join(COMPONENTS),
                         help='comma list of unet, vae_encoder, vae_decoder')
@@ -261,7 +319,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `densepred export`."""
-    export_lotus(args.model, args.height, args.width, args.output,
+    height, width = export_size(args.model, args.height, args.width, args.image_size,
+                                args.processing_resolution)
+    print(f'processing size {width}×{height}')
+    export_lotus(args.model, height, width, args.output,
                  components=parse_components(args.components), precision=args.precision,
                  pad_multiple=args.pad_multiple, opset=args.opset,
                  allow_pickle=args.allow_pickle)

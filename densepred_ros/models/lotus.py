@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 from densepred_ros.models import backends, runtime
 from densepred_ros.models.backends import UNetModule, VaeDecoderModule, VaeEncoderModule
 from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
-from densepred_ros.models.export import read_metadata
+from densepred_ros.models.export import read_metadata, weights_fingerprint
 from densepred_ros.models.loading import CheckpointError, default_resolution
 import numpy as np
 import torch
@@ -81,6 +81,7 @@ class LotusPredictor:
             scheduler = DDIMScheduler.from_pretrained(path, subfolder='scheduler')
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f'cannot load Lotus components from {path}: {exc}') from exc
+        self.weights_fingerprint = weights_fingerprint(path)
         self._setup(unet, vae, scheduler, prompt_embeds, space, options, device, dtype,
                     source or str(path), default_resolution(path), str(path))
 
@@ -98,6 +99,7 @@ class LotusPredictor:
         """
         self = cls.__new__(cls)
         device, dtype = self._check_options(options)
+        self.weights_fingerprint = ''
         self._setup(unet, vae, scheduler, prompt_embeds, space, options, device, dtype,
                     source, default_processing_resolution, source)
         return self
@@ -109,7 +111,7 @@ class LotusPredictor:
             raise ValueError(f'threads must be >= 0, got {options.threads}')
         backends.parse_backend_spec(options.backend)   # fail early on a bad request
         device = runtime.resolve_device(options.device)
-        return device, runtime.resolve_dtype(resolve_auto_dtype(options.dtype, device))
+        return device, runtime.resolve_dtype(runtime.resolve_auto_dtype(options.dtype, device))
 
     def _setup(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, space: str,
                options: PredictorOptions, device: torch.device, dtype: torch.dtype,
@@ -171,6 +173,15 @@ class LotusPredictor:
             if meta.get('variant') != self.spec.variant:
                 raise ValueError(f'{folder} was exported from a Lotus-{meta.get("variant")} '
                                  f'checkpoint, this one is Lotus-{self.spec.variant}')
+            if meta.get('space', self.spec.space) != self.spec.space:
+                raise ValueError(f'{folder} was exported from a {meta["space"]} checkpoint '
+                                 f'({meta.get("checkpoint")}), this one predicts '
+                                 f'{self.spec.space}')
+            exported = meta.get('weights', '')
+            if exported and self.weights_fingerprint and exported != self.weights_fingerprint:
+                raise ValueError(f'{folder} was exported from other weights '
+                                 f'({meta.get("checkpoint")}) than {self.spec.source}; '
+                                 'export this checkpoint again')
             self.pad_multiple = int(meta['pad_multiple'])
             self.export_size = (int(meta['height']), int(meta['width']))
         factories = {'torch': self._torch_runner}
@@ -301,26 +312,6 @@ class LotusPredictor:
                 delattr(self, name)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def resolve_auto_dtype(name: str, device: torch.device) -> str:
-    """Resolve dtype 'auto': fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
-
-    Other names are returned unchanged (and checked by `runtime.resolve_dtype`).
-    """
-    if name != 'auto':
-        return name
-    if device.type == 'cuda':
-        return 'fp16'
-    return 'bf16' if cpu_has_bf16() else 'fp32'
-
-
-def cpu_has_bf16() -> bool:
-    """Return True when oneDNN runs bf16 natively here (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def use_channels_last(requested: Optional[bool], device: torch.device,

@@ -10,7 +10,8 @@ import importlib.util
 from pathlib import Path
 
 from densepred_ros.models import runtime
-from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
+from densepred_ros.models.base import (
+    ModelSpec, NORMALS, parse_backend_spec, Prediction, PredictorOptions)
 from densepred_ros.models.loading import CheckpointError
 import numpy as np
 import torch
@@ -35,9 +36,13 @@ class MarigoldPredictor:
                              'pip install scipy')
         if options.steps is not None and options.steps < 1:
             raise ValueError(f'steps must be >= 1, got {options.steps}')
+        if set(parse_backend_spec(options.backend).values()) != {'torch'}:
+            raise ValueError(f'backend {options.backend!r}: Marigold runs on torch only '
+                             '(ONNX Runtime and TensorRT are offered for Lotus checkpoints)')
         self.options = options
         self.device = runtime.resolve_device(options.device)
-        self.dtype = runtime.resolve_dtype(options.dtype)
+        self.dtype = runtime.resolve_dtype(runtime.resolve_auto_dtype(options.dtype,
+                                                                      self.device))
         pipeline_class = MarigoldNormalsPipeline if space == NORMALS else MarigoldDepthPipeline
         try:
             self.pipe = pipeline_class.from_pretrained(

@@ -31,6 +31,26 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def resolve_auto_dtype(name: str, device: torch.device) -> str:
+    """Resolve dtype 'auto': fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
+
+    Other names are returned unchanged (and checked by `runtime.resolve_dtype`).
+    """
+    if name != 'auto':
+        return name
+    if device.type == 'cuda':
+        return 'fp16'
+    return 'bf16' if cpu_has_bf16() else 'fp32'
+
+
+def cpu_has_bf16() -> bool:
+    """Return True when oneDNN runs bf16 natively here (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def check_rgb(rgb: np.ndarray) -> None:
     """Raise ValueError unless `rgb` is an H×W×3 uint8 image of at least 8×8 pixels."""
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
