@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench soak clean
+.PHONY: venv test demo bench bench-model soak clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,13 @@ demo: venv
 
 bench: venv
 	$(PY) scripts/bench_alignment.py
+
+# Not in `make test`: the real-size Lotus architecture (random weights) on this CPU, every
+# configuration side by side in one run (about 50 minutes on 2 cores; README, Acceleration).
+bench-model: venv
+	$(PY) -m densepred_ros.cli bench --resolutions 256,384,512 --warmup 0 --repeats 1 \
+	    --configs ours,ours_fp32,authors_fp32,marigold,ours_onnxruntime,authors_autocast \
+	    --config-timeout 1500 --json bench_model.json
 
 # Not in `make test`: 10 000 frames at 30 Hz with lidar into the node (about 6 minutes).
 soak: venv

@@ -327,6 +327,9 @@ def _export_for_ort(predictor, size: int, folder: Path):
     import torch
     from densepred_ros.models import backends, export
     folder.mkdir(parents=True, exist_ok=True)
+    # Running the UNet on ONNX Runtime frees the predictor's torch UNet; the next size is
+    # exported from the copy kept here.
+    predictor.unet = predictor.__dict__.setdefault('bench_torch_unet', predictor.unet)
     meta = {'format': export.FORMAT_VERSION, 'variant': predictor.spec.variant,
             'height': size, 'width': size, 'pad_multiple': 8, 'padded_height': size,
             'padded_width': size, 'precision': 'fp32', 'components': {}}
@@ -363,11 +366,11 @@ def run_worker(config: str, resolutions: Sequence[int], repeats: int, warmup: in
     result['dtype'] = str(getattr(state, 'dtype', 'torch.float32')).replace('torch.', '')
     if config == 'authors_autocast':
         result['dtype'] = 'bfloat16 autocast'
-    if hasattr(state, 'backend_choices'):
-        result['components'] = {k: v.describe() for k, v in state.backend_choices.items()}
     for size in sorted(resolutions):
         if config == 'ours_onnxruntime':
             _export_for_ort(state, size, output.parent / f'onnx_{size}')
+        if hasattr(state, 'backend_choices'):
+            result['components'] = {k: v.describe() for k, v in state.backend_choices.items()}
         rgb = test_image(size)
         reset_peak_rss()
         for _ in range(warmup):
@@ -380,7 +383,9 @@ def run_worker(config: str, resolutions: Sequence[int], repeats: int, warmup: in
         result['resolutions'][str(size)] = {
             'seconds': timings, 'peak_gb': peak_rss_gb(),
             'depth_file': str(output.parent / f'{config}_{size}.npy')}
-    output.write_text(json.dumps(result))
+        # After every size, so that a configuration stopped by --config-timeout keeps
+        # the sizes it finished.
+        output.write_text(json.dumps(result))
     return result
 
 
@@ -402,9 +407,11 @@ def run_config(config: str, args: argparse.Namespace, scratch: Path) -> Optional
         done = subprocess.run(command, env=env, capture_output=True, text=True,
                               timeout=args.config_timeout or None)
     except subprocess.TimeoutExpired:
-        print(f'{config}: gave up after {args.config_timeout} s (--config-timeout)',
-              file=sys.stderr)
-        return None
+        partial = json.loads(out.read_text()) if out.is_file() else None
+        done_sizes = sorted(partial['resolutions'], key=int) if partial else []
+        print(f'{config}: stopped after {args.config_timeout} s (--config-timeout); '
+              f'finished sizes: {", ".join(done_sizes) or "none"}', file=sys.stderr)
+        return partial
     if done.returncode != 0 or not out.is_file():
         print(f'{config}: failed (exit {done.returncode})\n{done.stderr[-2000:]}',
               file=sys.stderr)
@@ -525,7 +532,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='tiny architecture (checks that the command works; no timing '
                              'meaning)')
     parser.add_argument('--config-timeout', type=float, default=0,
-                        help='give up on a configuration after this many seconds (0 = never)')
+                        help='stop a configuration after this many seconds, keeping the sizes '
+                             'it finished (0 = never)')
     parser.add_argument('--json', default='', help='also write the results to this file')
 
 

@@ -301,10 +301,16 @@ def test_tensorrt_matches_torch(checkpoints, tmp_path, precision):
 def test_bench_command_runs_tiny(tmp_path, capsys):
     from densepred_ros.cli import main
     out = tmp_path / 'bench.json'
-    code = main(['bench', '--tiny', '--resolutions', '64', '--configs', 'ours',
-                 '--warmup', '0', '--json', str(out)])
+    code = main(['bench', '--tiny', '--resolutions', '64,72', '--configs',
+                 'ours,ours_onnxruntime', '--warmup', '0', '--json', str(out)])
     assert code == 0
     result = json.loads(out.read_text())
+    # ONNX Runtime is exported and run at every size (the torch UNet it frees is kept).
+    for size in ('64', '72'):
+        assert result['summary'][size]['ours_onnxruntime']['seconds']['unet'] > 0
+    assert all(c.startswith(('vae_encoder: onnxruntime', 'unet: onnxruntime',
+                             'vae_decoder: onnxruntime'))
+               for c in result['components']['ours_onnxruntime'].values())
     row = result['summary']['64']['ours']
     for stage in ('vae_encode', 'unet', 'vae_decode', 'total'):
         assert row['seconds'][stage] > 0
