@@ -143,7 +143,8 @@ def image_to_depth(msg: Any) -> np.ndarray:
         depth = values.astype(np.float32) * np.float32(0.001)
         depth[values == 0] = np.nan
         return depth
-    return values.astype(np.float32, copy=False)
+    with np.errstate(over='ignore'):   # 64FC1 beyond float32's range becomes ±inf (REP 117)
+        return values.astype(np.float32, copy=False)
 
 
 def image_to_float(msg: Any) -> np.ndarray:

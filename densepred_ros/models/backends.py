@@ -614,7 +614,8 @@ class TensorRTRunner:
     (`execute_async_v2` with a pointer list).
     """
 
-    def __init__(self, component: str, engine_bytes: bytes, device: torch.device) -> None:
+    def __init__(self, component: str, engine_bytes: bytes, device: torch.device,
+                 input_order: Sequence[str] = ()) -> None:
         trt = import_tensorrt()
         self.component = component
         self.device = device
@@ -650,6 +651,8 @@ class TensorRTRunner:
                     self.shapes[name] = shape
                 else:
                     self.outputs[name] = torch.empty(shape, dtype=dtype, device=device)
+        if sorted(input_order) == sorted(self.inputs):
+            self.inputs = list(input_order)   # the caller's order, not the engine's
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Run the engine; return its (first) output as a new float32 CUDA tensor."""
@@ -690,12 +693,14 @@ def open_tensorrt(component: str, device_type: str, folder: Path, meta: Dict,
     key = engine_key(component, meta, folder, precision, props.name,
                      f'{props.major}.{props.minor}', trt.__version__,
                      workspace_gib=workspace_gib)
-    onnx_path = folder / _entry(meta, component, folder)['file']
+    entry = _entry(meta, component, folder)
+    onnx_path = folder / entry['file']
+    order = list(entry.get('inputs', {}))
     path, built = cache.get_or_build(
         key, lambda: build_engine(onnx_path, precision, workspace_gib, log=log),
         force=rebuild, log=log)
     try:
-        runner = TensorRTRunner(component, path.read_bytes(), device)
+        runner = TensorRTRunner(component, path.read_bytes(), device, order)
     except BackendUnavailable:
         if built:
             raise
@@ -703,7 +708,7 @@ def open_tensorrt(component: str, device_type: str, folder: Path, meta: Dict,
         cache.invalidate(key)
         path, _ = cache.get_or_build(
             key, lambda: build_engine(onnx_path, precision, workspace_gib, log=log), log=log)
-        runner = TensorRTRunner(component, path.read_bytes(), device)
+        runner = TensorRTRunner(component, path.read_bytes(), device, order)
     return runner, f'TensorRT {trt.__version__} {precision}, engine {path}'
 
 
