@@ -26,7 +26,6 @@ Faults (see the README's Reliability section):
   inference is waited for at most `EXIT_JOIN_TIMEOUT` s before the process exits 0.
 """
 
-import dataclasses
 from dataclasses import dataclass, field
 import os
 import signal
@@ -425,16 +424,10 @@ class DepthNode(Node):
     # Setup and teardown helpers ----------------------------------------------------------
 
     def _load_pipeline(self, config: NodeConfig) -> DepthPipeline:
-        from densepred_ros.models import load_predictor, PredictorOptions
+        from densepred_ros.models import load_predictor
 
         m = config.model
-        options = PredictorOptions(
-            processing_resolution=m.processing_resolution, dtype=m.dtype, device=m.device,
-            seed=m.seed, backend=m.backend, export_dir=m.export_dir,
-            engine_cache_dir=m.engine_cache_dir, engine_precision=m.engine_precision,
-            ort_providers=m.ort_providers, rebuild_engines=m.rebuild_engines,
-            threads=m.threads)
-        predictor = load_predictor(m.path, options, family=m.family,
+        predictor = load_predictor(m.path, m.predictor_options(), family=m.family,
                                    allow_pickle=m.allow_pickle)
         normals_predictor = None
         try:
@@ -443,10 +436,8 @@ class DepthNode(Node):
                                   f'predict depth or disparity (put normal checkpoints in '
                                   f'model.normals_path)')
             if m.normals_path:
-                normals_options = dataclasses.replace(
-                    options, export_dir=m.normals_export_dir,
-                    backend=m.backend if m.normals_export_dir else 'torch')
-                normals_predictor = load_predictor(m.normals_path, normals_options,
+                normals_predictor = load_predictor(m.normals_path,
+                                                   m.predictor_options(normals=True),
                                                    allow_pickle=m.allow_pickle)
                 if normals_predictor.spec.space != 'normals':
                     raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '

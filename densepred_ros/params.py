@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from densepred_ros.models.base import parse_backend_spec
+from densepred_ros.models.base import parse_backend_spec, PredictorOptions
 
 FAMILIES = ('auto', 'lotus', 'marigold')
 DTYPES = ('auto', 'fp32', 'fp16', 'bf16')
@@ -169,6 +169,21 @@ class ModelConfig:
     rebuild_engines: bool = False
     ort_providers: str = ''
     threads: int = 0
+
+    def predictor_options(self, normals: bool = False) -> PredictorOptions:
+        """Return the run-time options of the depth model, or of the normals model.
+
+        The normals model uses the backend only with its own export
+        (`normals_export_dir`); without one it runs on torch.
+        """
+        export_dir = self.normals_export_dir if normals else self.export_dir
+        return PredictorOptions(
+            processing_resolution=self.processing_resolution, dtype=self.dtype,
+            device=self.device, seed=self.seed,
+            backend=self.backend if export_dir else 'torch', export_dir=export_dir,
+            engine_cache_dir=self.engine_cache_dir, engine_precision=self.engine_precision,
+            ort_providers=self.ort_providers, rebuild_engines=self.rebuild_engines,
+            threads=self.threads)
 
 
 @dataclass(frozen=True)

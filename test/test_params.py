@@ -86,6 +86,12 @@ def test_backends_with_an_export_folder() -> None:
     assert config.model.export_dir == '/exports/lotus_480x640'
     assert (config.model.engine_precision, config.model.threads) == ('fp32', 4)
     assert config.model.normals_export_dir == '' and config.model.rebuild_engines is False
+    options = config.model.predictor_options()
+    assert (options.backend, options.export_dir) == (config.model.backend,
+                                                     '/exports/lotus_480x640')
+    assert (options.threads, options.engine_precision, options.dtype) == (4, 'fp32', 'auto')
+    normals = config.model.predictor_options(normals=True)   # no normals export: torch
+    assert (normals.backend, normals.export_dir) == ('torch', '')
     assert NodeConfig.from_parameters(GOOD).model.dtype == 'auto'
 
 
