@@ -4,7 +4,8 @@ A relative prediction `d` (H×W, the model's [0, 1] space) is related to metric 
 unknown affine map in the model's own space:
 
     depth models      z   ≈ s·d + t
-    disparity models  1/z ≈ s·d + t        (s > 0 in both)
+    disparity models  1/z ≈ s·d + t
+    log-depth models  ln z ≈ s·d + t       (s > 0 in all three)
 
 `align` fits (s, t) to projected lidar points robustly (2-point RANSAC with a fixed seed,
 all hypotheses drawn at once, then a weighted least-squares refit on the inliers with a few
@@ -31,7 +32,8 @@ import numpy as np
 
 DEPTH = 'depth'
 DISPARITY = 'disparity'
-SPACES = (DEPTH, DISPARITY)
+LOG_DEPTH = 'log_depth'
+SPACES = (DEPTH, DISPARITY, LOG_DEPTH)
 
 #: AlignmentResult.temporal values.
 TEMPORAL_NONE = 'none'        # failed frame: no temporal step, prior reset
@@ -51,12 +53,13 @@ class AlignmentConfig:
         min_points: fewest valid points (finite prediction and depth) to attempt a fit.
         min_inliers: fewest inliers of an accepted fit.
         min_inlier_ratio: smallest inliers / valid points of an accepted fit.
-        residual: how a point's misfit is measured, with y = z (depth models) or 1/z
-            (disparity models) and ŷ = s·d + t. 'prediction' (default): (ŷ − y) / s in
+        residual: how a point's misfit is measured, with y = z, 1/z or ln z (see
+            `to_model_space`) and ŷ = s·d + t. 'prediction' (default): (ŷ − y) / s in
             units of the prediction's anchor spread (d at the high minus the low anchor
             percentile), unweighted least squares, i.e. errors homoscedastic in the
             model's normalised space. 'relative': ŷ / y − 1, least squares on relative
-            errors (weights 1/y²), i.e. errors proportional to y.
+            errors (weights 1/y²), i.e. errors proportional to y; for log-depth models
+            ŷ − y, which is already the relative error of the depth.
         inlier_threshold: a point is an inlier if |residual| < this.
         ransac_iterations: 2-point hypotheses drawn (all at once).
         ransac_max_points: points scored per hypothesis (random subset beyond this).
@@ -137,9 +140,10 @@ class AlignmentPrior:
     """Temporal state passed from one frame to the next.
 
     Attributes:
-        space: 'depth' or 'disparity' (the model's space; a prior is only valid for it).
+        space: 'depth', 'disparity' or 'log_depth' (the model's space; a prior is only
+            valid for it).
         percentiles: the percentiles of d (0–100) the anchors belong to.
-        anchors: model-space values (metres for depth, 1/metres for disparity) of the
+        anchors: model-space values (metres, 1/metres or ln metres: `to_model_space`) of the
             prediction at those percentiles, smoothed over frames; anchors[1] > anchors[0].
         rejections: consecutive frames gated so far.
         frames: frames blended into the anchors since the last (re)start.
@@ -161,6 +165,8 @@ class AlignmentPrior:
         """Metric depths of the anchors in metres (+inf for a non-positive disparity)."""
         if self.space == DEPTH:
             return float(self.anchors[0]), float(self.anchors[1])
+        if self.space == LOG_DEPTH:
+            return tuple(_exp(a) for a in self.anchors)
         return tuple(1.0 / a if a > 0.0 else math.inf for a in self.anchors)
 
 
@@ -175,7 +181,7 @@ class AlignmentResult:
             non-positive depth), +inf beyond `far_limit` or sky; None when not ok.
         space: the model space the fit was made in.
         scale, shift: (s, t) applied to the prediction (after temporal smoothing), model
-            space: z = s·d + t or 1/z = s·d + t; NaN when not ok.
+            space: z, 1/z or ln z = s·d + t; NaN when not ok.
         n_points: valid lidar points used (finite prediction and positive depth).
         n_inliers: inliers of this frame's fit.
         median_rel_error, p90_rel_error: median / 90th percentile of |ẑ − z| / z over the
@@ -221,7 +227,8 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     Args:
         relative: H×W float prediction in the model's space (affine-invariant, typically
             [0, 1]); NaN marks unknown pixels.
-        space: 'depth' (z ≈ s·d + t) or 'disparity' (1/z ≈ s·d + t).
+        space: 'depth' (z ≈ s·d + t), 'disparity' (1/z ≈ s·d + t) or 'log_depth'
+            (ln z ≈ s·d + t).
         uv: N×2 integer pixel coordinates (column u, row v) of the lidar points in this
             prediction's resolution (see `camera.project_points`).
         z: N depths of those points along the optical axis, metres (non-finite or
@@ -265,7 +272,7 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     d = rel[uv[:, 1], uv[:, 0]].astype(np.float64)
     valid = np.isfinite(d) & np.isfinite(z) & (z > 0.0)
     d, zv = d[valid], z[valid].astype(np.float64)
-    y = zv if space == DEPTH else 1.0 / zv
+    y = to_model_space(zv, space)
     n = int(d.size)
     if n < cfg.min_points:
         return fail(f'too few valid lidar points: {n} < min_points={cfg.min_points}', n)
@@ -273,7 +280,7 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     # 3. Robust fit (or scale-only with the prior's shift when d has no spread).
     rng = np.random.default_rng(cfg.seed)
     min_spread = cfg.min_spread * (d_hi - d_lo)
-    res = _Residual(cfg.residual, y, d_hi - d_lo)
+    res = _Residual(cfg.residual, y, d_hi - d_lo, space == LOG_DEPTH)
     fit = None
     if _spread(d) >= min_spread:
         fit = _fit_affine(d, y, res, cfg, rng)
@@ -311,6 +318,8 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
             return fail(f'implausible fit: depth positive on only {positive:.0%} of the '
                         f'image (< min_positive_fraction={cfg.min_positive_fraction})',
                         n, n_inl)
+    elif space == LOG_DEPTH:
+        finite = float(np.mean(ys <= math.log(cfg.far_limit)))
     else:
         finite = float(np.mean(ys > 1.0 / cfg.far_limit))
     if finite < cfg.min_finite_fraction:
@@ -328,17 +337,32 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
         temporal=state, prior=new_prior)
 
 
+def to_model_space(depth: np.ndarray, space: str) -> np.ndarray:
+    """Return metric depth (metres, > 0; +inf allowed) in a model's space.
+
+    'depth': z; 'disparity': 1/z (+inf → 0); 'log_depth': ln z (+inf → +inf).
+    """
+    if space not in SPACES:
+        raise ValueError(f'unknown prediction space {space!r}; expected one of {SPACES}')
+    z = np.asarray(depth)
+    if space == DEPTH:
+        return z
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return 1.0 / z if space == DISPARITY else np.log(z)
+
+
 def to_metric(relative: np.ndarray, space: str, scale: float, shift: float,
               near_limit: float, far_limit: float) -> np.ndarray:
     """Apply (s, t) in the model's space and return metric depth (REP 117/118 values).
 
     Depth space: z = s·d + t; z <= 0 → NaN (unknown). Disparity space: z = 1 / (s·d + t);
-    a disparity <= 1/far_limit (including negative ones) → +inf. In both, z > far_limit →
-    +inf, 0 < z < near_limit → near_limit, NaN input → NaN.
+    a disparity <= 1/far_limit (including negative ones) → +inf. Log-depth space:
+    z = exp(s·d + t). In all, z > far_limit → +inf, 0 < z < near_limit → near_limit,
+    NaN input → NaN.
 
     Args:
         relative: prediction array of any shape (float32 output for float32 input).
-        space: 'depth' or 'disparity'.
+        space: 'depth', 'disparity' or 'log_depth'.
         scale, shift: (s, t).
         near_limit, far_limit: metres.
     """
@@ -346,16 +370,23 @@ def to_metric(relative: np.ndarray, space: str, scale: float, shift: float,
     dtype = np.float32 if rel.dtype == np.float32 else np.float64
     y = rel * dtype(scale)
     y += dtype(shift)
-    with np.errstate(invalid='ignore', divide='ignore'):
+    with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
         if space == DEPTH:
             z = y
             z[z <= 0.0] = np.nan
+        elif space == LOG_DEPTH:
+            z = np.exp(y, out=y)
         else:
             z = np.reciprocal(y)
             z[y <= dtype(1.0 / far_limit)] = np.inf
         z[z > far_limit] = np.inf
         np.maximum(z, dtype(near_limit), out=z)
     return z
+
+
+def _exp(value: float) -> float:
+    """exp(value), +inf on overflow."""
+    return math.exp(value) if value < 709.0 else math.inf
 
 
 def _gate(fit: _Fit, n: int, cfg: AlignmentConfig) -> str:
@@ -433,20 +464,24 @@ class _Residual:
     'prediction': r = (s·d + t − y) / (s·span), the error in units of the prediction's
     anchor spread, base weight 1 (the errors of an affine-invariant model are about
     homoscedastic in its own normalised space; this is the oracle's least squares).
-    'relative': r = (s·d + t) / y − 1, base weight 1/y² (least squares on relative error).
+    'relative': r = (s·d + t) / y − 1, base weight 1/y² (least squares on relative error);
+    in log space r = s·d + t − y, base weight 1 (the relative error of exp(y)).
     """
 
-    def __init__(self, mode: str, y: np.ndarray, span: float) -> None:
-        self.relative = mode == 'relative'
+    def __init__(self, mode: str, y: np.ndarray, span: float, log_space: bool = False) -> None:
+        self.mode = 'log' if mode == 'relative' and log_space else mode
         self.y = y
         self.inv_y = 1.0 / y
         self.span = span
-        self.weights = self.inv_y * self.inv_y if self.relative else np.ones_like(y)
+        relative = self.mode == 'relative'
+        self.weights = self.inv_y * self.inv_y if relative else np.ones_like(y)
 
     def __call__(self, s, t, d: np.ndarray, index=slice(None)) -> np.ndarray:
         """Residuals for scalar or column-vector (s, t) of the points `index` (values d)."""
-        if self.relative:
+        if self.mode == 'relative':
             return (s * d + t) * self.inv_y[index] - 1.0
+        if self.mode == 'log':
+            return s * d + t - self.y[index]
         return (s * d + t - self.y[index]) / (s * self.span)
 
     def matrix(self, s: np.ndarray, t: np.ndarray, index: np.ndarray,
@@ -455,11 +490,14 @@ class _Residual:
         s32 = s.astype(np.float32)[:, None]
         t32 = t.astype(np.float32)[:, None]
         d32 = d.astype(np.float32)[None, :]
-        if self.relative:
+        if self.mode != 'prediction':
             r = s32 * d32
             r += t32
-            r *= self.inv_y[index].astype(np.float32)[None, :]
-            r -= np.float32(1.0)
+            if self.mode == 'relative':
+                r *= self.inv_y[index].astype(np.float32)[None, :]
+                r -= np.float32(1.0)
+            else:
+                r -= self.y[index].astype(np.float32)[None, :]
             return r
         r = self.y[index].astype(np.float32)[None, :] - t32
         r /= s32
@@ -556,8 +594,11 @@ def _temporal(prior: Optional[AlignmentPrior], anchors: Tuple[float, float], fit
                            anchors=(float(anchors[0]), float(anchors[1])))
     if prior is None:
         return fit.s, fit.t, TEMPORAL_INIT, fresh
-    floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
-    jump = max(abs(a - p) / max(abs(p), floor) for a, p in zip(anchors, prior.anchors))
+    if space == LOG_DEPTH:
+        jump = math.expm1(max(abs(a - p) for a, p in zip(anchors, prior.anchors)))
+    else:
+        floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
+        jump = max(abs(a - p) / max(abs(p), floor) for a, p in zip(anchors, prior.anchors))
     if jump > cfg.max_anchor_jump:
         if prior.rejections + 1 >= cfg.max_rejections:
             return fit.s, fit.t, TEMPORAL_RESET, fresh
@@ -574,7 +615,7 @@ class TemporalAligner:
     """Stateful wrapper of `align` that carries the prior from frame to frame."""
 
     def __init__(self, space: str, config: Optional[AlignmentConfig] = None) -> None:
-        """Create an aligner for one model space ('depth' or 'disparity')."""
+        """Create an aligner for one model space ('depth', 'disparity' or 'log_depth')."""
         if space not in SPACES:
             raise ValueError(f'unknown prediction space {space!r}; expected one of {SPACES}')
         self.space = space

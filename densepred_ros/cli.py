@@ -9,6 +9,7 @@ import sys
 import time
 from typing import List, Optional
 
+from densepred_ros.models.base import SPACES
 import numpy as np
 
 
@@ -38,7 +39,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model', required=True,
                         help='checkpoint folder (diffusers layout) or model-hub id')
     parser.add_argument('--family', default='auto', choices=['auto', 'lotus', 'marigold'])
-    parser.add_argument('--space', default=None, choices=['depth', 'disparity', 'normals'],
+    parser.add_argument('--space', default=None, choices=SPACES,
                         help='override what the model predicts (default: from the checkpoint)')
     parser.add_argument('--processing-resolution', type=int, default=None,
                         help='longest edge in pixels the model runs at; 0 = native '

@@ -35,7 +35,7 @@ from pathlib import Path
 import re
 from typing import List, Optional, Tuple
 
-from densepred_ros.alignment import align, AlignmentConfig, to_metric
+from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_metric, to_model_space
 from densepred_ros.camera import CameraModel, project_points, transform_points
 import numpy as np
 
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--predictions', type=Path, default=None,
                         help='folder of <image stem>.npy predictions (optionally in '
                              '<dataset>/ sub-folders); default: perturbed ground truth')
-    parser.add_argument('--space', choices=['depth', 'disparity'], default='disparity',
+    parser.add_argument('--space', choices=SPACES, default='disparity',
                         help="the predictions' space (default: disparity)")
     parser.add_argument('--points', type=int, default=500,
                         help='sparse samples per ground-truth-only frame (default: 500)')
@@ -229,7 +229,7 @@ def _oracle_depth(relative: np.ndarray, gt_pick, gt_z: np.ndarray, space: str,
     ok = np.isfinite(d) & np.isfinite(gt_z) & (gt_z > 0.0)
     if ok.sum() < 2:
         return np.full(gt_z.shape, np.nan)
-    y = gt_z[ok] if space == 'depth' else 1.0 / gt_z[ok]
+    y = to_model_space(gt_z[ok], space)
     A = np.stack([d[ok], np.ones(int(ok.sum()))], axis=1)
     (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
     return to_metric(d, space, float(s), float(t), 1e-3, max_depth)
@@ -257,7 +257,7 @@ def perturbed_relative(gt_depth: np.ndarray, space: str, noise: float,
     """
     known = np.isfinite(gt_depth) & (gt_depth > 0.0)
     with np.errstate(divide='ignore', invalid='ignore'):
-        y = np.where(known, gt_depth if space == 'depth' else 1.0 / gt_depth, np.nan)
+        y = np.where(known, to_model_space(gt_depth, space), np.nan)
     lo, hi = np.nanmin(y), np.nanmax(y)
     rel = (y - lo) / (hi - lo) + noise * _smooth_field(*y.shape, rng)
     lo, hi = np.nanmin(rel), np.nanmax(rel)

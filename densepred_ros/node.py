@@ -165,7 +165,7 @@ class DepthPipeline:
             except ValueError as exc:  # DecodeError, or a size the model rejects
                 out.input_errors.append(f'camera_info unusable: {exc}')
 
-        # 2. Predict: H×W affine-invariant depth or disparity in [0, 1].
+        # 2. Predict: H×W affine-invariant depth, disparity or log-depth in [0, 1].
         start = time.perf_counter()
         prediction = self.predictor.predict(rgb)
         out.inference_time = time.perf_counter() - start

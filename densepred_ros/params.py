@@ -48,7 +48,7 @@ class ParameterSpec(NamedTuple):
 
 PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('model.path', '',
-                  'Depth or disparity checkpoint: a local diffusers folder or a hub id '
+                  'Depth, disparity or log-depth checkpoint: a local diffusers folder or a hub id '
                   '(required).'),
     ParameterSpec('model.normals_path', '',
                   'Optional normals checkpoint; when empty, normals are computed from the '

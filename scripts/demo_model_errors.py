@@ -13,7 +13,7 @@ depth band and at depth edges (|∇ log z| > 0.4 px⁻¹, dilated by 2 px) again
 import argparse
 from typing import Dict, List
 
-from densepred_ros.alignment import align
+from densepred_ros.alignment import align, to_metric, to_model_space
 from densepred_ros.camera import project_points, transform_points
 from densepred_ros.models import load_predictor, PredictorOptions
 from densepred_ros.training.evaluate import depth_metrics, held_out_frames, HELD_OUT_SEED
@@ -27,13 +27,11 @@ BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, MAX_DEPTH)
 def oracle_depth(values: np.ndarray, space: str, gt: np.ndarray) -> np.ndarray:
     """Fit scale and shift against the exact depth in the prediction's space."""
     mask = np.isfinite(gt) & (gt > 0) & (gt <= MAX_DEPTH)
-    target = 1.0 / gt[mask] if space == 'disparity' else gt[mask]
+    target = to_model_space(gt[mask], space)
     design = np.stack([values[mask], np.ones(mask.sum())], axis=1)
     scale, shift = np.linalg.lstsq(design, target, rcond=None)[0]
-    fitted = scale * values + shift
-    if space == 'disparity':
-        return np.where(fitted > 1.0 / MAX_DEPTH, 1.0 / np.maximum(fitted, 1e-9), MAX_DEPTH)
-    return np.clip(fitted, 1e-3, MAX_DEPTH)
+    depth = to_metric(values, space, float(scale), float(shift), 1e-3, MAX_DEPTH)
+    return np.minimum(np.nan_to_num(depth, nan=1e-3), MAX_DEPTH)
 
 
 def main() -> int:

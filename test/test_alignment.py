@@ -7,13 +7,15 @@ from densepred_ros.alignment import AlignmentConfig
 from densepred_ros.alignment import AlignmentPrior
 from densepred_ros.alignment import TemporalAligner
 from densepred_ros.alignment import to_metric
+from densepred_ros.alignment import to_model_space
 from densepred_ros.camera import project_points
 from densepred_ros.camera import transform_points
 from densepred_ros.synthetic import make_frame
 import numpy as np
 import pytest
 
-SPACES = ('depth', 'disparity')
+SPACES = ('depth', 'disparity', 'log_depth')
+MODEL_SPACE = {'depth': lambda z: z, 'disparity': lambda z: 1.0 / z, 'log_depth': np.log}
 
 
 def _scene(height=96, width=128):
@@ -41,7 +43,7 @@ def _smooth(height, width, rng):
 
 def _relative(z, space, noise=0.0, rng=None, lo=0.0, hi=1.0):
     """Return the model's view of z: its space, optional smooth error, scaled to [lo, hi]."""
-    y = z if space == 'depth' else 1.0 / z
+    y = MODEL_SPACE[space](z)
     y = (y - y.min()) / (y.max() - y.min())
     if noise:
         y = y + noise * _smooth(*z.shape, rng)
@@ -63,7 +65,7 @@ def _abs_rel(pred, gt):
 def _ls_depth(relative, space, pick, z_target, weights=None):
     """Plain (optionally weighted) least squares in the model's space → depth image."""
     d = relative.ravel()[pick].astype(np.float64)
-    y = z_target if space == 'depth' else 1.0 / z_target
+    y = MODEL_SPACE[space](z_target)
     w = np.ones_like(y) if weights is None else weights
     A = np.stack([d, np.ones_like(d)], axis=1) * np.sqrt(w)[:, None]
     (s, t), *_ = np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)
@@ -215,6 +217,24 @@ def test_output_conventions_for_sky_far_and_unknown_pixels():
     # Depth space: beyond the far limit → +inf, non-positive → NaN, near → clamped.
     out = to_metric(np.array([-1.0, 0.001, 0.5, 2.0]), 'depth', 50.0, 0.0, 0.1, 80.0)
     assert np.isnan(out[0]) and out[1] == 0.1 and out[2] == 25.0 and np.isposinf(out[3])
+    # Log-depth space: z = exp(s·d + t); overflow and beyond the far limit → +inf.
+    d = np.array([np.nan, -10.0, 0.0, 1.0, 2.0, 1e6], np.float32)
+    out = to_metric(d, 'log_depth', 2.0, math.log(3.0), 0.1, 80.0)
+    assert out.dtype == np.float32 and np.isnan(out[0]) and out[1] == np.float32(0.1)
+    np.testing.assert_allclose(out[2:4], [3.0, 3.0 * math.e ** 2], rtol=1e-6)
+    assert np.isposinf(out[4:]).all()
+
+
+def test_model_spaces_round_trip_metric_depth():
+    z = np.array([0.5, 1.0, 7.0, 80.0, np.inf])
+    assert to_model_space(z, 'disparity')[-1] == 0.0
+    assert np.isposinf(to_model_space(z, 'log_depth')[-1])
+    for space in SPACES:
+        y = to_model_space(z[:-1], space)
+        np.testing.assert_allclose(y, MODEL_SPACE[space](z[:-1]))
+        np.testing.assert_allclose(to_metric(y, space, 1.0, 0.0, 0.01, 100.0), z[:-1])
+    with pytest.raises(ValueError, match='unknown prediction space'):
+        to_model_space(z, 'normals')
 
 
 def test_result_is_deterministic():

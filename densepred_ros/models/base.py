@@ -7,8 +7,10 @@ import numpy as np
 
 DEPTH = 'depth'
 DISPARITY = 'disparity'
+LOG_DEPTH = 'log_depth'
 NORMALS = 'normals'
-SPACES = (DEPTH, DISPARITY, NORMALS)
+DEPTH_SPACES = (DEPTH, DISPARITY, LOG_DEPTH)
+SPACES = DEPTH_SPACES + (NORMALS,)
 COMPONENTS = ('vae_encoder', 'unet', 'vae_decoder')
 BACKENDS = ('torch', 'onnxruntime', 'tensorrt')
 
@@ -22,7 +24,8 @@ class ModelSpec:
         variant: Lotus 'g' (noise concatenated, 8 UNet input channels) or 'd' (4 channels);
             None for Marigold.
         space: 'depth' (affine-invariant depth, larger = farther), 'disparity'
-            (affine-invariant inverse depth, larger = nearer) or 'normals'.
+            (affine-invariant inverse depth, larger = nearer), 'log_depth' (affine-invariant
+            log-depth, larger = farther) or 'normals'.
         default_processing_resolution: longest edge the authors process at; 0 = native.
         source: the local folder or hub id it was loaded from.
     """
@@ -35,8 +38,8 @@ class ModelSpec:
 
     @property
     def is_relative_depth(self) -> bool:
-        """True for depth and disparity models, whose output needs a metric alignment."""
-        return self.space in (DEPTH, DISPARITY)
+        """True for depth, disparity and log-depth models (output needs a metric alignment)."""
+        return self.space in DEPTH_SPACES
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,8 @@ class Prediction:
     """One dense prediction at the input image's resolution.
 
     Attributes:
-        space: 'depth', 'disparity' or 'normals' (see ModelSpec.space).
-        values: float32; H×W in [0, 1] for depth/disparity (affine-invariant: only
+        space: 'depth', 'disparity', 'log_depth' or 'normals' (see ModelSpec.space).
+        values: float32; H×W in [0, 1] for the depth spaces (affine-invariant: only
             scale and shift are unknown), or H×W×3 unit normals in the camera optical
             frame (x right, y down, z forward; normals face the camera, so z <= 0).
         uncertainty: optional H×W float32 (Marigold with ensembling), same units as values.

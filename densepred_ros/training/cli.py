@@ -11,18 +11,22 @@ Examples:
 import argparse
 from pathlib import Path
 
+from densepred_ros.models.base import SPACES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `train` options to a (sub)parser."""
     parser.add_argument('--output', required=True, type=Path,
                         help='checkpoint folder to write (diffusers layout + densepred.json)')
     parser.add_argument('--space', default='disparity',
-                        choices=('depth', 'disparity', 'normals'), help='what to predict')
+                        choices=SPACES, help='what to predict (log_depth: normalised ln z)')
     parser.add_argument('--variant', default='d', choices=('g', 'd'),
                         help='Lotus-G (noise concatenated) or Lotus-D')
     parser.add_argument('--data', type=Path, default=None,
                         help='folder of NAME.npz (rgb, depth, normals) or NAME.png with '
-                             'NAME_depth.npy / NAME_normals.npy; default: generated scenes')
+                             'NAME_depth.npy / NAME_normals.npy (depth in metres, NaN '
+                             'unknown; lidar-only depth is supervised through the VAE '
+                             'decoder); default: generated scenes')
     parser.add_argument('--frames', type=int, default=2000,
                         help='number of generated scenes (seeds 0..N-1) without --data')
     parser.add_argument('--cache', type=Path, default=None,

@@ -12,7 +12,10 @@ exists (metric depth, optical-frame normals). Annotations become 3-channel image
 
 Unknown ground truth (NaN, or a depth <= 0) is invalid; `valid` masks mark it and the
 trainer drops every latent cell that an invalid pixel touches (as the authors do).
-Frames with mostly unknown depth (sparse lidar-only ground truth) are refused.
+Frames whose depth is known on less than half of the pixels (lidar-only ground truth) are
+sparse: their points are carried over to the training resolution one by one (the nearest
+point wins a pixel) and the trainer supervises them in pixel space instead (see
+`trainer.LotusTrainer.sparse_losses`).
 """
 
 from dataclasses import dataclass
@@ -20,7 +23,8 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from densepred_ros.models.base import DEPTH, DISPARITY, NORMALS
+from densepred_ros.alignment import to_model_space
+from densepred_ros.models.base import DEPTH_SPACES, DISPARITY, NORMALS
 import numpy as np
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
@@ -37,12 +41,15 @@ class FrameSet:
         depth: N×H×W float32 metres (+inf sky, NaN unknown), or None.
         normals: N×H×W×3 float32 unit normals, optical frame (NaN unknown), or None.
         names: N frame names (file stems).
+        sparse: N bool: depth known on less than MIN_VALID_FRACTION of the frame (lidar);
+            None when no frame is sparse.
     """
 
     rgb: np.ndarray
     depth: Optional[np.ndarray]
     normals: Optional[np.ndarray]
     names: List[str]
+    sparse: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         """Return the number of frames."""
@@ -86,6 +93,22 @@ def _nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = ((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64)
     cols = ((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64)
     return array[rows[:, None], cols[None, :]]
+
+
+def _scatter_points(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a sparse H×W depth image by moving each known point to its new pixel.
+
+    Nearest sampling would drop most lidar points when shrinking; here every finite,
+    positive point lands in the pixel containing its centre, the nearest point winning.
+    """
+    rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0.0))
+    values = depth[rows, cols]
+    r = ((rows + 0.5) * height / depth.shape[0]).astype(np.int64)
+    c = ((cols + 0.5) * width / depth.shape[1]).astype(np.int64)
+    out = np.full(height * width, np.inf, np.float32)
+    np.minimum.at(out, r * width + c, values.astype(np.float32))
+    out[np.isinf(out)] = np.nan
+    return out.reshape(height, width)
 
 
 def _resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -152,22 +175,22 @@ def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path
 
     Raises:
         ValueError: no frames, inconsistent shapes, frames that disagree on which ground
-            truth they have, or depth valid on less than half of a frame (sparse).
+            truth they have, or sparse depth without a single known point.
     """
     files = list_frames(folder) if files is None else files
-    rgbs, depths, normals_list = [], [], []
+    rgbs, depths, normals_list, sparse = [], [], [], []
     for path in files:
         rgb, depth, normals = _read_frame(path)
         _check_shapes(path, rgb, depth, normals)
         if depth is not None:
             known = np.isfinite(depth) & (depth > 0.0) | (depth == np.inf)
-            if known.mean() < MIN_VALID_FRACTION:
-                raise ValueError(
-                    f'{path}: depth is known on only {known.mean():.0%} of the pixels. '
-                    'Sparse (lidar-only) depth supervision is not supported: the latent '
-                    'loss drops every 8×8 cell with an unknown pixel, which leaves almost '
-                    'nothing to learn from. Densify the depth first.')
-            depths.append(_nearest(depth, height, width))
+            sparse.append(bool(known.mean() < MIN_VALID_FRACTION))
+            if not sparse[-1]:
+                depths.append(_nearest(depth, height, width))
+            else:
+                depths.append(_scatter_points(depth, height, width))
+                if not np.isfinite(depths[-1]).any():
+                    raise ValueError(f'{path}: depth has no finite positive value')
         if normals is not None:
             normals_list.append(_nearest(normals, height, width))
         rgbs.append(_resize_rgb(rgb, height, width))
@@ -180,7 +203,8 @@ def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path
         rgb=np.stack(rgbs),
         depth=np.stack(depths).astype(np.float32) if depths else None,
         normals=np.stack(normals_list).astype(np.float32) if normals_list else None,
-        names=[p.stem for p in files])
+        names=[p.stem for p in files],
+        sparse=np.array(sparse) if any(sparse) else None)
 
 
 def depth_annotation(depth: np.ndarray, space: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -188,20 +212,19 @@ def depth_annotation(depth: np.ndarray, space: str) -> Tuple[np.ndarray, np.ndar
 
     Args:
         depth: H×W float metres; +inf sky, NaN or <= 0 unknown.
-        space: 'depth' or 'disparity'.
+        space: 'depth', 'disparity' or 'log_depth' (z, 1/z or ln z is normalised).
 
     Returns:
         (annotation H×W float32 in [-1, 1], valid H×W bool). Unknown pixels are 0.
     """
-    if space not in (DEPTH, DISPARITY):
-        raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
+    if space not in DEPTH_SPACES:
+        raise ValueError(f'space must be one of {DEPTH_SPACES}, got {space!r}')
     depth = np.asarray(depth, dtype=np.float64)
     sky = depth == np.inf
     valid = (np.isfinite(depth) & (depth > 0.0)) | sky
     if not valid.any():
         raise ValueError('depth image has no known pixel')
-    with np.errstate(divide='ignore'):
-        value = depth if space == DEPTH else 1.0 / depth       # sky: inf / 0
+    value = to_model_space(depth, space)                 # sky: inf / 0 / inf
     finite = value[valid & np.isfinite(value)]
     if finite.size == 0:
         finite = np.zeros(1)

@@ -27,7 +27,8 @@ from pathlib import Path
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-from densepred_ros.models.base import DEPTH, DISPARITY, NORMALS, PredictorOptions, SPACES
+from densepred_ros.models.base import DEPTH_SPACES, DISPARITY, NORMALS, PredictorOptions
+from densepred_ros.models.base import SPACES
 from densepred_ros.models.lotus import encode_empty_prompt, task_embedding, TIMESTEP
 from densepred_ros.training import dataset
 from densepred_ros.training.configs import (
@@ -41,6 +42,7 @@ LOG_FILE = 'training_log.jsonl'
 VAE_KL_WEIGHT = 1e-6
 WARMUP_STEPS = 100
 FINAL_LR_FRACTION = 0.1
+SPARSE_DIRECT_WEIGHT = 0.1  # see LotusTrainer.sparse_losses
 
 
 @dataclass
@@ -139,11 +141,11 @@ def _bar(cfg: TrainConfig, total: int, desc: str):
 # --- VAE --------------------------------------------------------------------------------
 
 def vae_training_images(frames: dataset.FrameSet) -> torch.Tensor:
-    """Return the VAE's training pool: RGB plus every annotation the data allows."""
+    """Return the VAE's training pool: RGB plus every dense annotation the data allows."""
     pool = [dataset.rgb_images(frames)]
     spaces = []
-    if frames.depth is not None:
-        spaces += [DEPTH, DISPARITY]
+    if frames.depth is not None and frames.sparse is None:
+        spaces += list(DEPTH_SPACES)
     if frames.normals is not None:
         spaces.append(NORMALS)
     for space in spaces:
@@ -230,7 +232,7 @@ def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torc
     Depth spaces: the decoded annotation is fitted to the true depth by least squares in
     the model space and compared (AbsRel, δ1, pixels up to 80 m). Normals: mean angle.
     """
-    from densepred_ros.alignment import to_metric
+    from densepred_ros.alignment import to_metric, to_model_space
     from densepred_ros.models import runtime
     from densepred_ros.training.evaluate import depth_metrics, normal_error_deg
     n = min(count, len(frames))
@@ -252,7 +254,7 @@ def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torc
         rel = decoded[i].mean(axis=0) / 2 + 0.5
         gt = subset.depth[i]
         mask = np.isfinite(gt) & (gt > 0) & (gt <= 80.0)
-        y = gt[mask] if space == DEPTH else 1.0 / gt[mask]
+        y = to_model_space(gt[mask], space)
         A = np.stack([rel[mask], np.ones(int(mask.sum()))], axis=1)
         (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
         rows.append(depth_metrics(to_metric(rel, space, float(s), float(t), 0.05, 1e4), gt))
@@ -260,6 +262,29 @@ def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torc
 
 
 # --- UNet -------------------------------------------------------------------------------
+
+def scale_shift_invariant_mse(pred: torch.Tensor, target: torch.Tensor,
+                              mask: torch.Tensor) -> torch.Tensor:
+    """Mean over images of min over (a, b) of the masked MSE of a·pred + b to target.
+
+    Args:
+        pred, target: B×H×W float; mask: B×H×W bool. Images with fewer than two masked
+            pixels are left out (zero loss when none has two).
+    """
+    m = mask.to(pred.dtype)
+    n = m.sum(dim=(1, 2))
+    usable = n >= 2
+    if not usable.any():
+        return pred.sum() * 0.0
+    pred, target, m, n = pred[usable], target[usable], m[usable], n[usable]
+    mean_p = (m * pred).sum(dim=(1, 2)) / n
+    mean_t = (m * target).sum(dim=(1, 2)) / n
+    dp = (pred - mean_p[:, None, None]) * m
+    dt = (target - mean_t[:, None, None]) * m
+    scale = (dp * dt).sum(dim=(1, 2)) / (dp.square().sum(dim=(1, 2)) + 1e-6)
+    residual = scale[:, None, None] * dp - dt
+    return (residual.square().sum(dim=(1, 2)) / n).mean()
+
 
 class LotusTrainer:
     """One UNet being adapted with the Lotus protocol; the VAE and prompt are frozen.
@@ -293,41 +318,86 @@ class LotusTrainer:
         timesteps = torch.full((target.shape[0],), TIMESTEP, dtype=torch.long)
         return self.scheduler.add_noise(target, noise, timesteps.to(self.device))
 
-    def losses(self, rgb_latent: torch.Tensor, ann_latent: torch.Tensor,
-               valid: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Return {'loss', 'annotation', 'image'} for one batch (B×C×h×w latents).
+    def _forward(self, rgb_latent: torch.Tensor,
+                 ann_latent: Optional[torch.Tensor]) -> Tuple[torch.Tensor, int]:
+        """Run the UNet on B annotation rows and k detail-preserver rows; return (x0, k).
 
-        The first round(preserver_fraction · B) images also form the detail-preserver
-        rows (task [0, 1], target = their image latent).
+        The first k = round(preserver_fraction · B) images also form the detail-preserver
+        rows (task [0, 1], target = their image latent). Lotus-G's noised target is pure
+        noise where no annotation latent is given (sparse supervision).
         """
         batch = rgb_latent.shape[0]
         k = int(round(self.preserver_fraction * batch))
         inputs = torch.cat([rgb_latent, rgb_latent[:k]])
-        targets = torch.cat([ann_latent, rgb_latent[:k]])
         if self.variant == 'g':
-            inputs = torch.cat([inputs, self._noised(targets)], dim=1)
+            ann = ann_latent if ann_latent is not None else torch.zeros_like(rgb_latent)
+            inputs = torch.cat([inputs, self._noised(torch.cat([ann, rgb_latent[:k]]))], dim=1)
         task = torch.cat([task_embedding(True).repeat(batch, 1),
                           task_embedding(False).repeat(k, 1)]).to(self.device)
         prompt = self.prompt_embeds.expand(batch + k, -1, -1)
         timesteps = torch.full((batch + k,), TIMESTEP, dtype=torch.long, device=self.device)
         pred = self.unet(inputs, timesteps, encoder_hidden_states=prompt,
                          class_labels=task, return_dict=False)[0]
-        mask = valid.expand_as(ann_latent)
-        ann_loss = F.mse_loss(pred[:batch][mask], ann_latent[mask])
+        return pred, k
+
+    def _with_preserver(self, ann_loss: torch.Tensor, pred: torch.Tensor, k: int,
+                        rgb_latent: torch.Tensor) -> Dict[str, torch.Tensor]:
         out = {'annotation': ann_loss, 'loss': ann_loss}
         if k:
-            image_loss = F.mse_loss(pred[batch:], rgb_latent[:k])
+            image_loss = F.mse_loss(pred[rgb_latent.shape[0]:], rgb_latent[:k])
             out['image'] = image_loss
             out['loss'] = ann_loss + image_loss
         return out
 
-    def train_step(self, rgb_latent: torch.Tensor, ann_latent: torch.Tensor,
-                   valid: torch.Tensor, lr_scale: float = 1.0) -> Dict[str, float]:
-        """Take one optimizer step on a batch; return the loss values."""
+    def losses(self, rgb_latent: torch.Tensor, ann_latent: torch.Tensor,
+               valid: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Return {'loss', 'annotation', 'image'} for one batch (B×C×h×w latents).
+
+        annotation: MSE to the annotation latents over the valid latent cells (B×1×h×w).
+        """
+        pred, k = self._forward(rgb_latent, ann_latent)
+        mask = valid.expand_as(ann_latent)
+        ann_loss = F.mse_loss(pred[:rgb_latent.shape[0]][mask], ann_latent[mask])
+        return self._with_preserver(ann_loss, pred, k, rgb_latent)
+
+    def sparse_losses(self, rgb_latent: torch.Tensor, target: torch.Tensor,
+                      known: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Return {'loss', 'annotation', 'image'} for sparse (lidar) depth supervision.
+
+        The predicted annotation latents are decoded by the frozen VAE (gradients flow
+        through it to the UNet); the channel mean, B×H×W in [-1, 1], is fitted per image
+        to the normalised target by least squares (scale and shift) and the annotation
+        loss is the mean squared residual over the known pixels, plus
+        SPARSE_DIRECT_WEIGHT × the unfitted squared error, which keeps the prediction in
+        the annotation range.
+
+        Args:
+            rgb_latent: B×C×h×w image latents.
+            target: B×H×W annotation values (the model space normalised per image from
+                the known points, see `dataset.depth_annotation`).
+            known: B×H×W bool, the pixels with a lidar point.
+        """
+        pred, k = self._forward(rgb_latent, None)
+        batch = rgb_latent.shape[0]
+        decoded = self.vae.decode(pred[:batch] / self.vae.config.scaling_factor).sample
+        ann_loss = scale_shift_invariant_mse(decoded.mean(dim=1), target, known)
+        direct = (decoded.mean(dim=1) - target)[known].square().mean()
+        return self._with_preserver(ann_loss + SPARSE_DIRECT_WEIGHT * direct, pred, k,
+                                    rgb_latent)
+
+    def train_step(self, rgb_latent: torch.Tensor, target: torch.Tensor,
+                   valid: torch.Tensor, lr_scale: float = 1.0,
+                   sparse: bool = False) -> Dict[str, float]:
+        """Take one optimizer step on a batch; return the loss values.
+
+        Dense: target = annotation latents, valid = latent mask (see `losses`). Sparse:
+        target = annotation values in pixels, valid = known pixels (see `sparse_losses`).
+        """
         for group in self.optimizer.param_groups:
             group['lr'] = self.lr * lr_scale
-        losses = self.losses(rgb_latent.to(self.device), ann_latent.to(self.device),
-                             valid.to(self.device))
+        loss_fn = self.sparse_losses if sparse else self.losses
+        losses = loss_fn(rgb_latent.to(self.device), target.to(self.device),
+                         valid.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         losses['loss'].backward()
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
@@ -529,8 +599,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
 
     rgb_latents = encode_latents(vae, dataset.rgb_images(frames), device)
     images, valid = dataset.annotations(frames, cfg.space)
-    ann_latents = encode_latents(vae, images, device)
-    valid_latent = latent_valid(valid)
+    sparse = frames.sparse is not None and cfg.space != NORMALS
+    if sparse:
+        log(f'{int(frames.sparse.sum())} of {len(frames)} frames have sparse depth: '
+            'pixel-space scale-and-shift-invariant loss through the VAE decoder for all')
+        targets, target_valid = torch.from_numpy(images[:, 0].copy()), torch.from_numpy(valid)
+    else:
+        targets = encode_latents(vae, images, device)
+        target_valid = latent_valid(valid)
     del images
     val_frames = []
     if cfg.val_frames:
@@ -564,8 +640,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             break
         idx = torch.randint(len(frames), (cfg.batch_size,), generator=trainer.generator)
         scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s)
-        losses = trainer.train_step(rgb_latents[idx], ann_latents[idx], valid_latent[idx],
-                                    scale)
+        losses = trainer.train_step(rgb_latents[idx], targets[idx], target_valid[idx],
+                                    scale, sparse)
         recent = (recent + [losses['annotation']])[-50:]
         bar.update(1)
         bar.set_postfix(loss=f'{np.mean(recent):.4f}', refresh=False)
