@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the two bundled demo models (densepred_ros/demo_models/) from scratch on the CPU.
 #
-# 1. render 1600 generated scenes (seeds 0..1599, even indoor, odd outdoor) at 128×96,
+# 1. render 4800 generated scenes (seeds 0..4799, even indoor, odd outdoor) at 128×96,
 #    one process per core;
 # 2. train the shared miniature VAE on their RGB, depth, disparity, log-depth and normals
 #    images (two threads, 12 minutes);
@@ -20,8 +20,8 @@ WORK=${1:-/tmp/densepred_demo_train}
 CACHE=${DENSEPRED_CACHE:-$WORK/cache}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
-FRAMES=1600
-UNET_MINUTES=${UNET_MINUTES:-28}
+FRAMES=${FRAMES:-4800}
+UNET_MINUTES=${UNET_MINUTES:-30}
 TRAIN=("$PY" -m densepred_ros.training train --frames "$FRAMES" --cache "$CACHE")
 UNET=(--variant d --vae "$WORK/vae" --steps 100000 --time-limit "$UNET_MINUTES"
       --batch-size 16 --lr 5e-4 --val-every 500 --threads 1)

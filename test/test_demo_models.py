@@ -2,8 +2,9 @@
 
 Targets (issue 6), on held-out generated scenes after alignment to a simulated 32-beam
 lidar scan: depth AbsRel <= 0.10 and δ1 >= 0.90; normals mean angular error <= 20°.
-Here 8 scenes (seeds 2,000,000..2,000,007, disjoint from the training seeds 0..1599 and
-the validation seeds 1,000,000 on); MODEL_CARD.md reports the 50-scene figures.
+All 50 scenes of the model card (seeds 2,000,000..2,000,049, disjoint from the training
+seeds 0..4799 and the validation seeds 1,000,000 on): the δ1 margin is thin (0.904), and
+the first 8 scenes alone give δ1 0.893, so a subset would test the draw, not the model.
 """
 
 from pathlib import Path
@@ -18,7 +19,7 @@ MODELS = Path(__file__).resolve().parents[1] / 'densepred_ros' / 'demo_models'
 DEPTH_MODEL = MODELS / 'lotus-depth-demo'
 NORMALS_MODEL = MODELS / 'lotus-normals-demo'
 MAX_BYTES = 25 * 1024 * 1024
-SCENES = 8
+SCENES = 50
 
 
 @pytest.fixture(scope='module')
@@ -40,10 +41,6 @@ def test_model_is_small_safetensors(path):
     assert weights and all(p.suffix == '.safetensors' for p in weights)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'the bundled miniature misses the targets: on 50 held-out scenes AbsRel 0.125, '
-    'delta1 0.844 (targets <= 0.10, >= 0.90); it fails outdoors (0.160) and meets them '
-    'indoors (0.090). Strict: the test reports XPASS as a failure once a model meets them.'))
 def test_depth_model_meets_targets(frames):
     predictor = _load(DEPTH_MODEL)
     assert predictor.spec.is_relative_depth and predictor.spec.family == 'lotus'
@@ -53,9 +50,6 @@ def test_depth_model_meets_targets(frames):
     assert metrics['delta1'] >= 0.90, metrics
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'the bundled normals miniature reaches 23.0 deg mean angular error on 50 held-out '
-    'scenes (target <= 20 deg).'))
 def test_normals_model_meets_target(frames):
     predictor = _load(NORMALS_MODEL)
     assert predictor.spec.space == 'normals'
