@@ -380,8 +380,9 @@ class LotusTrainer:
         pred, k = self._forward(rgb_latent, None)
         batch = rgb_latent.shape[0]
         decoded = self.vae.decode(pred[:batch] / self.vae.config.scaling_factor).sample
-        ann_loss = scale_shift_invariant_mse(decoded.mean(dim=1), target, known)
-        direct = (decoded.mean(dim=1) - target)[known].square().mean()
+        values = decoded.mean(dim=1)
+        ann_loss = scale_shift_invariant_mse(values, target, known)
+        direct = (values - target)[known].square().mean()
         return self._with_preserver(ann_loss + SPARSE_DIRECT_WEIGHT * direct, pred, k,
                                     rgb_latent)
 
