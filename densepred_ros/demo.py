@@ -10,13 +10,13 @@ depth and normals only).
 
 import argparse
 import json
-import os
 from pathlib import Path
 import threading
 import time
 from typing import Dict, List, Optional
 
 from densepred_ros import decode, encode, geometry
+from densepred_ros.domain_ids import reserve_domain_id
 import numpy as np
 
 OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'normals/image', 'points')
@@ -103,7 +103,7 @@ class _Player:
         from densepred_ros.node import DepthNode
 
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=100 + os.getpid() % 100)
+        rclpy.init(context=self.context, domain_id=reserve_domain_id())
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.node = DepthNode(context=self.context, parameter_overrides=[
             Parameter(name, value=value) for name, value in parameters.items()])

@@ -195,9 +195,10 @@ def node_command(checkpoint: Path, extrinsic: List[float], depth: int) -> List[s
 def run(args: argparse.Namespace) -> dict:
     """Run one soak and return the report (see the module docstring)."""
     from densepred_ros.camera import xyz_quat_from_extrinsic
+    from densepred_ros.domain_ids import reserve_domain_id
     from densepred_ros.testing import write_tiny_lotus
 
-    domain_id = args.domain_id if args.domain_id >= 0 else 150 + os.getpid() % 60
+    domain_id = args.domain_id if args.domain_id >= 0 else reserve_domain_id()
     workdir = Path(tempfile.mkdtemp(prefix='densepred-soak-'))
     checkpoint = write_tiny_lotus(workdir / 'lotus', processing_resolution=64)
     messages = make_messages(1, args.width, args.height, args.beams)

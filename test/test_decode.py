@@ -1,7 +1,6 @@
 """Tier-2 tests of densepred_ros.decode with real sensor_msgs objects (and one rclpy hop)."""
 
 import array
-import os
 import struct
 import time
 import uuid
@@ -9,6 +8,7 @@ import uuid
 from densepred_ros.camera import CameraModel
 from densepred_ros.decode import (
     camera_info_to_model, DecodeError, image_to_depth, image_to_rgb, pointcloud2_to_xyz)
+from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.encode import (
     camera_info_for, depth_to_image, points_to_pointcloud2, rgb_to_image)
 import numpy as np
@@ -287,7 +287,7 @@ def test_messages_survive_rclpy_publish_subscribe():
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     context = rclpy.context.Context()
-    rclpy.init(context=context, domain_id=100 + os.getpid() % 100)
+    rclpy.init(context=context, domain_id=reserve_domain_id())
     node = rclpy.create_node(f'decode_test_{uuid.uuid4().hex[:8]}', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -18,6 +18,7 @@ from typing import List
 
 from densepred_ros import encode
 from densepred_ros.diagnostics import ERROR, NodeStatistics, WARN
+from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.params import ConfigError, MAX_PROCESSING_RESOLUTION, NodeConfig
 from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
@@ -35,7 +36,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = 95 + os.getpid() % 50
+DOMAIN_ID = reserve_domain_id()
+SUBPROCESS_DOMAIN_IDS = (reserve_domain_id(), reserve_domain_id())
 ERROR_LEVEL = b'\x02'
 
 
@@ -343,7 +345,7 @@ def feed_until_line(domain_id: int, namespace: str, frame, lines: List[str], tex
 
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
-    domain_id = DOMAIN_ID + 1
+    domain_id = SUBPROCESS_DOMAIN_IDS[0]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
                RCUTILS_LOGGING_BUFFERED_STREAM='0')
     command = [sys.executable, '-c', SLOW_NODE, '--ros-args',
@@ -470,7 +472,7 @@ def test_out_of_range_parameter_is_rejected_by_the_node(make_rig, checkpoint) ->
 
 
 def test_out_of_range_parameter_on_the_command_line_exits_1() -> None:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID + 2))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(SUBPROCESS_DOMAIN_IDS[1]))
     command = [sys.executable, '-m', 'densepred_ros.node', '--ros-args',
                '-p', 'model.path:=/nonexistent', '-p', 'output.points_stride:=0']
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,

@@ -17,6 +17,7 @@ from typing import List
 
 from densepred_ros import encode
 from densepred_ros.alignment import TemporalAligner
+from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.geometry import unpack_rgb
 from densepred_ros.node import DepthPipeline
 from densepred_ros.params import NodeConfig
@@ -36,7 +37,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = 40 + os.getpid() % 50
+DOMAIN_ID = reserve_domain_id()
+SUBPROCESS_DOMAIN_ID = reserve_domain_id()
 
 
 @pytest.fixture(scope='module')
@@ -308,7 +310,7 @@ def feed_process(frame, domain_id: int, namespace: str, timeout: float = 20.0) -
 ])
 def test_process_exits_cleanly_on_signal(checkpoint, frame, signum, autostart,
                                          ready) -> None:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID + 1), PYTHONUNBUFFERED='1',
+    env = dict(os.environ, ROS_DOMAIN_ID=str(SUBPROCESS_DOMAIN_ID), PYTHONUNBUFFERED='1',
                RCUTILS_LOGGING_BUFFERED_STREAM='0')
     command = [sys.executable, '-m', 'densepred_ros.node', '--ros-args',
                '-p', f'model.path:={checkpoint}', '-p', 'model.device:=cpu',
@@ -324,7 +326,7 @@ def test_process_exits_cleanly_on_signal(checkpoint, frame, signum, autostart,
         assert process.poll() is None, ''.join(lines)
         if autostart:
             # Shut down after image traffic, when a plain rclpy.spin may miss SIGINT.
-            assert feed_process(frame, DOMAIN_ID + 1, '/signal_test'), ''.join(lines)
+            assert feed_process(frame, SUBPROCESS_DOMAIN_ID, '/signal_test'), ''.join(lines)
         time.sleep(0.5)
         process.send_signal(signum)
         rc = process.wait(timeout=5.0)
