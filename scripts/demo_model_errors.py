@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument('--first-seed', type=int, default=HELD_OUT_SEED,
                         help='first scene seed (default: the held-out seeds; 0 = training)')
     args = parser.parse_args()
-    predictor = load_predictor(args.model, PredictorOptions(device='cpu'))
+    predictor = load_predictor(args.model, PredictorOptions(device='cpu', dtype='fp32'))
     space = predictor.spec.space
     rows: Dict[str, List[Dict[str, float]]] = {'indoor': [], 'outdoor': []}
     sums = {kind: np.zeros((len(BANDS) + 1, 2)) for kind in rows}

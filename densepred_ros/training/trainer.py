@@ -621,7 +621,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         trainer.unet.train()
         if not val_frames:
             return
-        predictor = load_predictor(str(path), PredictorOptions(device=str(device)))
+        predictor = load_predictor(str(path), PredictorOptions(device=str(device), dtype='fp32'))
         metrics = evaluate(predictor, val_frames)
         predictor.close()
         log(f'step {trainer.step}: validation {format_metrics(metrics)}')
