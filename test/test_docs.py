@@ -4,7 +4,7 @@ from pathlib import Path
 import re
 from typing import Dict, List
 
-from densepred_ros.params import ParameterSpec, PARAMETERS
+from densepred_ros.params import PARAMETERS, ParameterSpec
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
