@@ -1,6 +1,10 @@
 """densepred_ros.metrics against hand-computed values and its NaN/inf/far-limit rule."""
 
 import math
+import os
+from pathlib import Path
+import subprocess
+import sys
 
 from densepred_ros.alignment import to_model_space
 from densepred_ros.metrics import (
@@ -10,6 +14,7 @@ import numpy as np
 import pytest
 
 FAR = 80.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_depth_metrics_hand_computed():
@@ -160,3 +165,12 @@ def test_oracle_without_a_fit():
     assert oracle_fit(np.full(5, 0.5), 'depth', np.arange(1.0, 6.0), FAR) is None
     assert oracle_fit(np.ones(1), 'depth', np.ones(1), FAR) is None
     assert np.isnan(oracle_depth(np.full(5, 0.5), 'depth', np.arange(1.0, 6.0), FAR)).all()
+
+
+def test_imports_neither_torch_nor_ros():
+    code = ('import sys, densepred_ros.metrics; '
+            'print(sorted({m.split(".")[0] for m in sys.modules} & '
+            '{"torch", "rclpy", "sensor_msgs", "std_msgs", "diffusers"}))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, env={**os.environ, 'PYTHONPATH': str(ROOT)}).stdout
+    assert out.strip() == '[]', out
