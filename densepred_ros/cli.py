@@ -18,8 +18,8 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from densepred_ros.cli_errors import (make_folder, os_error, output_file, run_command,
-                                      user_errors, UserError)
+from densepred_ros.cli_errors import (EXIT_USER, make_folder, os_error, output_file,
+                                      run_command, user_errors, UserError)
 from densepred_ros.models.base import SPACES
 import numpy as np
 
@@ -97,7 +97,7 @@ def expand_inputs(items: Sequence[str]) -> List[Path]:
             if other is path:
                 unique.append(path)
             continue
-        raise UserError(f'{other} and {path} would write the same outputs', path.stem)
+        raise UserError(f'would write the same outputs as {other}', path)
     return unique
 
 
@@ -161,13 +161,14 @@ def _load(args: argparse.Namespace):
             engine_precision=args.engine_precision, ort_providers=args.ort_providers,
             threads=args.threads)
     if args.processing_resolution is not None and args.processing_resolution < 0:
-        raise UserError("--processing-resolution must be >= 0 (0 = native, default: the "
-                        "model's)", args.processing_resolution)
+        raise UserError('--processing-resolution must be >= 0 (0 = native)',
+                        args.processing_resolution)
     _check_family_and_space(args)
     # Loading reads only the user's checkpoint and export folder and checks the options:
-    # each of these exception types means one of them is wrong.
-    with user_errors(CheckpointError, ExportError, BackendUnavailable, ValueError,
-                     subject=args.model):
+    # each of these exception types means one of them is wrong (a ValueError names the
+    # option's value or the export folder itself).
+    with user_errors(ValueError), user_errors(CheckpointError, ExportError,
+                                              BackendUnavailable, subject=args.model):
         return load_predictor(args.model, options, family=args.family, space=args.space,
                               allow_pickle=args.allow_pickle)
 
@@ -381,7 +382,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     0: done; 1: a bug (traceback printed); 2: a user mistake or bad input (one line);
     130: interrupted (Ctrl-C).
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a usage error (2, one line printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER
     return run_command(args.command, args.func, args)
 
 

@@ -371,8 +371,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Raise a UserError for a bad option, checkpoint or folder before the node starts."""
     from densepred_ros.models import CheckpointError
     from densepred_ros.models.loading import check_layout, resolve_checkpoint
-    for flag, value, least in (('--frames', args.frames, 1), ('--width', args.width, 16),
-                               ('--height', args.height, 16), ('--beams', args.beams, 1),
+    for flag, value, least in (('--frames', args.frames, 1), ('--width', args.width, 8),
+                               ('--height', args.height, 8), ('--beams', args.beams, 1),
                                ('--processing-resolution', args.processing_resolution, -1)):
         if value < least:
             raise UserError(f'{flag} must be >= {least}', value)
