@@ -11,6 +11,7 @@ skips a bad image with one such line, processes the rest and exits 2 if any fail
 """
 
 import argparse
+import contextlib
 import glob
 import os
 from pathlib import Path
@@ -213,16 +214,21 @@ def _check_image(predictor, rgb: np.ndarray, path: Path) -> None:
             'change --processing-resolution', path)
 
 
+def _output_paths(output: Path, stem: str) -> List[Path]:
+    """Return the files `predict` writes for an input named <stem>."""
+    return [output / f'{stem}.npy', output / f'{stem}.png', output / f'{stem}_uncertainty.npy']
+
+
 def _save(output: Path, stem: str, prediction) -> None:
-    """Write <stem>.npy, <stem>.png (and <stem>_uncertainty.npy), each complete or absent."""
-    with output_file(output / f'{stem}.npy') as tmp:
-        np.save(tmp, prediction.values)
-    with output_file(output / f'{stem}.png') as tmp:
-        from PIL import Image
-        Image.fromarray(picture(prediction.values, prediction.space)).save(tmp)
-    if prediction.uncertainty is not None:
-        with output_file(output / f'{stem}_uncertainty.npy') as tmp:
-            np.save(tmp, prediction.uncertainty)
+    """Write <stem>.npy, <stem>.png (and <stem>_uncertainty.npy); renamed once all are written."""
+    from PIL import Image
+    npy, png, uncertainty = _output_paths(output, stem)
+    with contextlib.ExitStack() as stack:
+        np.save(stack.enter_context(output_file(npy)), prediction.values)
+        Image.fromarray(picture(prediction.values, prediction.space)).save(
+            stack.enter_context(output_file(png)))
+        if prediction.uncertainty is not None:
+            np.save(stack.enter_context(output_file(uncertainty)), prediction.uncertainty)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -240,6 +246,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for choice in getattr(predictor, 'backend_choices', {}).values():
         print(f'  {choice.describe()}')
     failed: List[Path] = []
+    unfinished: List[Path] = []
     done = 0
     try:
         for path in inputs:
@@ -255,11 +262,15 @@ def run_predict(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             prediction = predictor.predict(rgb)
             elapsed = time.perf_counter() - start
+            unfinished = _output_paths(output, path.stem)
             _save(output, path.stem, prediction)
+            unfinished = []
             done += 1
             print(f'{path.name}: {rgb.shape[1]}×{rgb.shape[0]} → {output / path.stem}.npy/.png '
                   f'in {elapsed:.2f} s', flush=True)
     except KeyboardInterrupt as exc:
+        for partial in unfinished:   # interrupted between the renames of one input's files
+            partial.unlink(missing_ok=True)
         exc.add_note(f'{done} of {len(inputs)} inputs written to {output} (every file there '
                      'is complete)')
         raise
