@@ -150,10 +150,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from densepred_ros.models import CheckpointError, load_predictor
     from densepred_ros.models.base import PredictorOptions
+    from densepred_ros.models.loading import check_layout, resolve_checkpoint
     from densepred_ros.training.evaluate import evaluate, format_metrics, held_out_frames
-    torch.set_num_threads(args.threads)
     with user_errors(CheckpointError, subject=args.model):
-        predictor = load_predictor(args.model, PredictorOptions(device='cpu'))
+        check_layout(resolve_checkpoint(args.model))
+
+    torch.set_num_threads(args.threads)
+    predictor = load_predictor(args.model, PredictorOptions(device='cpu'))
     frames = held_out_frames(args.scenes, height=args.size[0], width=args.size[1],
                              beams=args.beams)
     metrics = evaluate(predictor, frames)
