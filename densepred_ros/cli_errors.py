@@ -68,7 +68,7 @@ def debug_requested(flag: bool = False) -> bool:
 def os_error(exc: OSError, action: str, path: object = None) -> UserError:
     """Return the UserError for an OSError met while `action` ('read', 'write') on `path`."""
     reason = exc.strerror or type(exc).__name__
-    subject = path if path is not None else (exc.filename or '?')
+    subject = path if path is not None else (exc.filename or 'file unknown: run with --debug')
     return UserError(f'cannot {action}: {reason}', subject)
 
 

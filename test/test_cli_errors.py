@@ -330,6 +330,33 @@ def test_full_disk_anywhere_is_a_user_error(capsys):
     _check_line(capsys.readouterr().err, 'train', '/data/run/log.jsonl')
 
 
+@pytest.mark.skipif(not Path('/dev/full').exists(), reason='needs /dev/full')
+def test_a_real_full_device_is_a_user_error(capsys):
+    """Writing to /dev/full fails with the kernel's own ENOSPC."""
+    def write(args):
+        with open('/dev/full', 'wb') as f:
+            f.write(b'depth' * 1000)
+
+    assert run_command('bag', write, None) == EXIT_USER
+    err = capsys.readouterr().err
+    assert err.startswith('densepred bag: error: cannot write: No space left on device (')
+    assert 'Traceback' not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads files without read permission')
+def test_unreadable_input_file(files, tmp_path, capsys):
+    secret = _image(tmp_path / 'secret.png')
+    secret.chmod(0)
+    code = main(_predict(files, inputs=[str(secret)]))
+    assert code == EXIT_USER
+    _check_line(capsys.readouterr().err, 'predict', str(secret))
+
+
+def test_help_is_not_an_error(capsys):
+    assert main(['--help']) == 0
+    assert 'evaluate-alignment' in capsys.readouterr().out
+
+
 def test_ctrl_c_exits_130_and_keeps_only_complete_outputs(files, tmp_path, monkeypatch,
                                                           capsys):
     from densepred_ros.models.lotus import LotusPredictor
