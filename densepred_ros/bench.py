@@ -33,6 +33,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+from densepred_ros.cli_errors import (make_folder, output_file, run_command, user_errors,
+                                      UserError)
+
 CONFIGS = ('ours', 'ours_fp32', 'authors_fp32', 'authors_autocast', 'marigold')
 EXTRA_CONFIGS = ('ours_fp32_cl', 'ours_bf16_nchw', 'ours_onnxruntime')
 STAGES = ('text_encoder', 'vae_encode', 'unet', 'vae_decode')
@@ -540,10 +543,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `densepred bench`."""
     import torch
-    args.resolutions = parse_resolutions(args.resolutions)
-    configs = parse_configs(args.configs)
-    if args.repeats < 1 or args.warmup < 0:
-        raise ValueError('repeats must be >= 1 and warmup >= 0')
+    with user_errors(ValueError, subject=f'--resolutions {args.resolutions}'):
+        args.resolutions = parse_resolutions(args.resolutions)
+    with user_errors(ValueError, subject=f'--configs {args.configs}'):
+        configs = parse_configs(args.configs)
+    for flag, value, least in (('--repeats', args.repeats, 1), ('--warmup', args.warmup, 0),
+                               ('--threads', args.threads, 1),
+                               ('--config-timeout', args.config_timeout, 0)):
+        if value < least:
+            raise UserError(f'{flag} must be >= {least}', value)
+    if args.json:
+        if Path(args.json).is_dir():
+            raise UserError('--json names a folder, not a file', args.json)
+        make_folder(Path(args.json).expanduser().resolve().parent)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     from densepred_ros.models.runtime import cpu_has_bf16
@@ -564,19 +576,21 @@ def run(args: argparse.Namespace) -> int:
                 results[config] = result
                 print(f'{config}: done in {time.perf_counter() - t0:.0f} s', flush=True)
         if 'ours' not in results:
-            print('error: the default configuration failed', file=sys.stderr)
+            print('densepred bench: error: the default configuration failed (see its output '
+                  'above)', file=sys.stderr)
             return 1
         summary = summarize(results, flops, peaks)
     elapsed = time.perf_counter() - start
     print_report(summary, flops, peaks, elapsed,
                  {c: r.get('dtype', '') for c, r in results.items()})
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {'matmul_gflops': peaks, 'stage_gflop': flops, 'summary': summary,
-             'components': {c: r.get('components') for c, r in results.items()},
-             'load': {c: {'seconds': r['load_s'], 'peak_gb': r['load_peak_gb']}
-                      for c, r in results.items()},
-             'seconds': elapsed, 'tiny': args.tiny}, indent=2))
+        with output_file(Path(args.json)) as tmp:
+            tmp.write_text(json.dumps(
+                {'matmul_gflops': peaks, 'stage_gflop': flops, 'summary': summary,
+                 'components': {c: r.get('components') for c, r in results.items()},
+                 'load': {c: {'seconds': r['load_s'], 'peak_gb': r['load_peak_gb']}
+                          for c, r in results.items()},
+                 'seconds': elapsed, 'tiny': args.tiny}, indent=2))
     return 0
 
 
@@ -590,7 +604,7 @@ def _main() -> int:
         run_worker(args.worker, parse_resolutions(args.resolutions), args.repeats,
                    args.warmup, args.tiny, args.threads, Path(args.worker_output))
         return 0
-    return run(args)
+    return run_command('bench', run, args)
 
 
 if __name__ == '__main__':

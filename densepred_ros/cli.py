@@ -1,27 +1,105 @@
-"""The `densepred` command line: predict, evaluate-alignment, demo.
+"""The `densepred` command line: predict, export, bench, demo, evaluate-alignment, train.
 
+`densepred --help` lists them; `densepred <command> --help` tells each one's options.
 Each subcommand imports what it needs when it runs, so `densepred --help` is instant.
+
+Errors follow one policy (`densepred_ros.cli_errors`): a user mistake or a bad input file
+prints one line `densepred <command>: error: <what> (<path or value>)` and exits 2; a bug
+keeps its traceback (exit 1); Ctrl-C exits 130; `--debug` or DENSEPRED_DEBUG=1 prints the
+traceback of every error. `predict` with several inputs (files, folders, glob patterns)
+skips a bad image with one such line, processes the rest and exits 2 if any failed.
 """
 
 import argparse
+import contextlib
+import glob
+import os
 from pathlib import Path
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
+from densepred_ros.cli_errors import (EXIT_USER, make_folder, os_error, output_file,
+                                      run_command, user_errors, UserError)
 from densepred_ros.models.base import SPACES
 import numpy as np
 
-
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-    with Image.open(path) as image:
-        return np.asarray(image.convert('RGB'), dtype=np.uint8)
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+VIDEO_SUFFIXES = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv')
+_GLOB_CHARACTERS = '*?['
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-    Image.fromarray(rgb).save(path)
+def _looks_like_video(path: Path) -> bool:
+    """Return True for a video container by suffix or by its first bytes."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (head[4:8] == b'ftyp' or head[:4] == b'\x1aE\xdf\xa3'
+            or (head[:4] == b'RIFF' and head[8:12] == b'AVI '))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as H×W×3 uint8 RGB; a UserError naming `path` if it cannot be."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert('RGB'), dtype=np.uint8)
+    except UnidentifiedImageError as exc:
+        if _looks_like_video(path):
+            raise UserError('a video, not an image: extract its frames first', path) from exc
+        raise UserError('not an image file PIL can read', path) from exc
+    except Image.DecompressionBombError as exc:
+        raise UserError('image too large (decompression bomb guard)', path) from exc
+    except OSError as exc:
+        if exc.errno is None:   # PIL's decoder errors: truncated or corrupt data
+            raise UserError(f'broken image: {exc}', path) from exc
+        raise os_error(exc, 'read', path) from exc
+
+
+def expand_inputs(items: Sequence[str]) -> List[Path]:
+    """Return the image files named by `items`: files, folders (their images) or patterns.
+
+    Raises:
+        UserError: a name that is none of these, a folder without images, a pattern that
+            matches nothing, or two inputs whose outputs would have the same name.
+    """
+    paths: List[Path] = []
+    for item in items:
+        path = Path(os.path.expanduser(item))
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.iterdir()
+                               if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            except OSError as exc:
+                raise os_error(exc, 'read', item) from exc
+            if not found:
+                raise UserError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in the folder', item)
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        elif any(c in item for c in _GLOB_CHARACTERS):
+            found = sorted(Path(p) for p in glob.glob(os.path.expanduser(item))
+                           if Path(p).is_file())
+            if not found:
+                raise UserError('no file matches the pattern', item)
+            paths += found
+        elif path.exists():
+            raise UserError('not a file or folder', item)
+        else:
+            raise UserError('input image not found', item)
+    unique, stems = [], {}
+    for path in paths:
+        other = stems.setdefault(path.stem, path)
+        if other.resolve() == path.resolve():
+            if other is path:
+                unique.append(path)
+            continue
+        raise UserError(f'would write the same outputs as {other}', path)
+    return unique
 
 
 def picture(values: np.ndarray, space: str) -> np.ndarray:
@@ -72,56 +150,198 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from densepred_ros.models import load_predictor, PredictorOptions
-    options = PredictorOptions(
-        processing_resolution=args.processing_resolution, dtype=args.dtype,
-        device=args.device, seed=args.seed, latent=args.latent, steps=args.steps,
-        ensemble_size=args.ensemble_size, backend=args.backend, export_dir=args.export_dir,
-        engine_cache_dir=args.engine_cache_dir, engine_precision=args.engine_precision,
-        ort_providers=args.ort_providers, threads=args.threads)
-    return load_predictor(args.model, options, family=args.family, space=args.space,
-                          allow_pickle=args.allow_pickle)
+    """Load the predictor the arguments name; a UserError for a bad model or option."""
+    from densepred_ros.models import CheckpointError, load_predictor, PredictorOptions
+    from densepred_ros.models.backends import BackendUnavailable
+    from densepred_ros.models.export import ExportError
+    with user_errors(ValueError, TypeError):
+        options = PredictorOptions(
+            processing_resolution=args.processing_resolution, dtype=args.dtype,
+            device=args.device, seed=args.seed, latent=args.latent, steps=args.steps,
+            ensemble_size=args.ensemble_size, backend=args.backend,
+            export_dir=args.export_dir, engine_cache_dir=args.engine_cache_dir,
+            engine_precision=args.engine_precision, ort_providers=args.ort_providers,
+            threads=args.threads)
+    if args.processing_resolution is not None and args.processing_resolution < 0:
+        raise UserError('--processing-resolution must be >= 0 (0 = native)',
+                        args.processing_resolution)
+    _check_family_and_space(args)
+    # Loading reads only the user's checkpoint and export folder and checks the options:
+    # each of these exception types means one of them is wrong (a ValueError names the
+    # option's value or the export folder itself).
+    with user_errors(ValueError), user_errors(CheckpointError, ExportError,
+                                              BackendUnavailable, subject=args.model):
+        return load_predictor(args.model, options, family=args.family, space=args.space,
+                              allow_pickle=args.allow_pickle)
+
+
+def _check_family_and_space(args: argparse.Namespace) -> None:
+    """Raise a UserError when --family or --space contradicts what the checkpoint says."""
+    from densepred_ros.models import CheckpointError
+    from densepred_ros.models.base import NORMALS
+    from densepred_ros.models.loading import (check_layout, detect_family, detect_space,
+                                              resolve_checkpoint)
+    with user_errors(CheckpointError, subject=args.model):
+        path = resolve_checkpoint(args.model)
+        check_layout(path, allow_pickle=args.allow_pickle)
+    try:
+        family = detect_family(path)
+    except CheckpointError:
+        family = None   # undecidable from the files: --family is the user's answer
+    if args.family != 'auto' and family is not None and family != args.family:
+        raise UserError(f'a {family} checkpoint, not --family {args.family}', args.model)
+    if args.space is None:
+        return
+    with user_errors(CheckpointError, subject=args.model):
+        declared = detect_space(path, args.model)
+    if (declared == NORMALS) != (args.space == NORMALS):
+        raise UserError(f'a {declared} checkpoint cannot predict --space {args.space}',
+                        args.model)
+
+
+def _check_image(predictor, rgb: np.ndarray, path: Path) -> None:
+    """Raise a UserError if the model cannot run on this image (size, export size)."""
+    from densepred_ros.models import runtime
+    with user_errors(ValueError, subject=path):
+        runtime.check_rgb(rgb)
+    export_size = getattr(predictor, 'export_size', None)
+    if export_size is None or not hasattr(predictor, 'processing_resolution'):
+        return
+    size = runtime.processing_size(rgb.shape[0], rgb.shape[1], predictor.processing_resolution)
+    if tuple(size) != tuple(export_size):
+        raise UserError(
+            f'processed at {size[1]}×{size[0]}, but --export-dir {predictor.options.export_dir} '
+            f'was exported for {export_size[1]}×{export_size[0]}: export for this size or '
+            'change --processing-resolution', path)
+
+
+def _output_paths(output: Path, stem: str) -> List[Path]:
+    """Return the files `predict` writes for an input named <stem>."""
+    return [output / f'{stem}.npy', output / f'{stem}.png', output / f'{stem}_uncertainty.npy']
+
+
+def _save(output: Path, stem: str, prediction) -> None:
+    """Write <stem>.npy, <stem>.png (and <stem>_uncertainty.npy); renamed once all are written."""
+    from PIL import Image
+    npy, png, uncertainty = _output_paths(output, stem)
+    with contextlib.ExitStack() as stack:
+        np.save(stack.enter_context(output_file(npy)), prediction.values)
+        Image.fromarray(picture(prediction.values, prediction.space)).save(
+            stack.enter_context(output_file(png)))
+        if prediction.uncertainty is not None:
+            np.save(stack.enter_context(output_file(uncertainty)), prediction.uncertainty)
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Predict every input image; write DIR/<stem>.npy and DIR/<stem>.png."""
-    inputs = [Path(p) for p in args.input]
-    missing = [str(p) for p in inputs if not p.is_file()]
-    if missing:
-        print(f'error: input image(s) not found: {", ".join(missing)}', file=sys.stderr)
-        return 2
+    """Predict every input image; write DIR/<stem>.npy and DIR/<stem>.png.
+
+    Returns 0 when every input was written, 2 when some could not be read (each reported
+    in one line and skipped; a last line counts them).
+    """
+    inputs = expand_inputs(args.input)
+    output = make_folder(args.output)
     predictor = _load(args)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     spec = predictor.spec
     print(f'model: {spec.family}{"-" + spec.variant if spec.variant else ""} '
           f'({spec.space}) from {spec.source}')
     for choice in getattr(predictor, 'backend_choices', {}).values():
         print(f'  {choice.describe()}')
-    for path in inputs:
-        rgb = _read_rgb(path)
-        start = time.perf_counter()
-        prediction = predictor.predict(rgb)
-        elapsed = time.perf_counter() - start
-        np.save(output / f'{path.stem}.npy', prediction.values)
-        _write_png(output / f'{path.stem}.png', picture(prediction.values, prediction.space))
-        if prediction.uncertainty is not None:
-            np.save(output / f'{path.stem}_uncertainty.npy', prediction.uncertainty)
-        print(f'{path.name}: {rgb.shape[1]}×{rgb.shape[0]} → {output / path.stem}.npy/.png '
-              f'in {elapsed:.2f} s')
+    failed: List[Path] = []
+    unfinished: List[Path] = []
+    done = 0
+    try:
+        for path in inputs:
+            try:
+                rgb = read_rgb(path)
+                _check_image(predictor, rgb, path)
+            except UserError as exc:
+                if len(inputs) == 1:
+                    raise
+                print(exc.line('predict'), file=sys.stderr, flush=True)
+                failed.append(path)
+                continue
+            start = time.perf_counter()
+            prediction = predictor.predict(rgb)
+            elapsed = time.perf_counter() - start
+            unfinished = _output_paths(output, path.stem)
+            _save(output, path.stem, prediction)
+            unfinished = []
+            done += 1
+            print(f'{path.name}: {rgb.shape[1]}×{rgb.shape[0]} → {output / path.stem}.npy/.png '
+                  f'in {elapsed:.2f} s', flush=True)
+    except KeyboardInterrupt as exc:
+        for partial in unfinished:   # interrupted between the renames of one input's files
+            partial.unlink(missing_ok=True)
+        exc.add_note(f'{done} of {len(inputs)} inputs written to {output} (every file there '
+                     'is complete)')
+        raise
+    if len(inputs) > 1:
+        print(f'{done} of {len(inputs)} inputs written to {output}, {len(failed)} skipped')
+    if failed:
+        raise UserError(f'{len(failed)} of {len(inputs)} inputs skipped (each reported above), '
+                        'the first', failed[0])
     return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    """`densepred export` with the user's checkpoint and sizes checked first."""
+    from densepred_ros.models import CheckpointError
+    from densepred_ros.models import export as export_module
+    from densepred_ros.models.export import ExportError
+    from densepred_ros.models.loading import check_layout, detect_family, resolve_checkpoint
+    with user_errors(CheckpointError, subject=args.model):
+        path = resolve_checkpoint(args.model)
+        check_layout(path, allow_pickle=args.allow_pickle)
+        family = detect_family(path)
+    if family != 'lotus':
+        raise UserError(f'a {family} checkpoint: export supports Lotus', args.model)
+    with user_errors(ValueError, subject=f'--components {args.components}'):
+        export_module.parse_components(args.components)
+    with user_errors(ValueError, CheckpointError):
+        height, width = export_module.export_size(
+            args.model, args.height, args.width, args.image_size, args.processing_resolution)
+        export_module.padded_size(height, width, args.pad_multiple)
+    make_folder(args.output)
+    with user_errors(CheckpointError, ExportError, subject=args.model):
+        return export_module.run(args)
+
+
+def _run_evaluate_alignment(args: argparse.Namespace) -> int:
+    """`densepred evaluate-alignment` with its folders and numbers checked first."""
+    from densepred_ros import evaluation
+    for flag, folder in (('--data', args.data), ('--predictions', args.predictions)):
+        if folder is not None and not folder.is_dir():
+            raise UserError(f'{flag}: not a folder', folder)
+    if args.points < 2:
+        raise UserError('--points must be >= 2', args.points)
+    if not 0.0 <= args.noise < 1.0:
+        raise UserError('--noise must be in [0, 1)', args.noise)
+    if not args.max_depth > 0.0:
+        raise UserError('--max-depth must be > 0', args.max_depth)
+    return evaluation.run(args)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, as every other error."""
+
+    def error(self, message: str):
+        """Print `<prog>: error: <message>` and exit 2."""
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the `densepred` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='densepred',
         description='Single-step diffusion depth and normals, scaled to metres with lidar.')
+    parser.add_argument('--debug', action='store_true',
+                        help='print the traceback of every error (also: DENSEPRED_DEBUG=1)')
     sub = parser.add_subparsers(dest='command', required=True)
 
     predict = sub.add_parser('predict', help='predict depth/disparity/normals for images')
     _add_model_arguments(predict)
-    predict.add_argument('--input', nargs='+', required=True, help='image file(s)')
+    predict.add_argument('--input', nargs='+', required=True,
+                         help='image files, folders of images or glob patterns')
     predict.add_argument('--output', required=True, help='output folder')
     predict.set_defaults(func=run_predict)
 
@@ -140,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
             'evaluate-alignment',
             help='project lidar, align a relative prediction, compare with ground truth')
         evaluation.add_arguments(evaluate)
-        evaluate.set_defaults(func=evaluation.run)
+        evaluate.set_defaults(func=_run_evaluate_alignment)
 
     try:
         from densepred_ros.training import cli as training_cli
@@ -154,24 +374,31 @@ def build_parser() -> argparse.ArgumentParser:
     from densepred_ros.models import export as export_module
     export = sub.add_parser('export', help='export the Lotus UNet and VAE to ONNX')
     export_module.add_arguments(export)
-    export.set_defaults(func=export_module.run)
+    export.set_defaults(func=_run_export)
 
     from densepred_ros import bench
     bench_parser = sub.add_parser('bench', help='time real-size Lotus on this CPU')
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
+
+    for command in sub.choices.values():
+        # Also accepted after the subcommand; SUPPRESS keeps a --debug given before it.
+        command.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,
+                             help='print the traceback of every error')
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the `densepred` console script."""
-    from densepred_ros.models import CheckpointError
-    args = build_parser().parse_args(argv)
+    """Entry point of the `densepred` console script; returns the exit code.
+
+    0: done; 1: a bug (traceback printed); 2: a user mistake or bad input (one line);
+    130: interrupted (Ctrl-C).
+    """
     try:
-        return int(args.func(args) or 0)
-    except (CheckpointError, ValueError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a usage error (2, one line printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import time
 from typing import Dict, List, Optional
 
 from densepred_ros import decode, encode, geometry
+from densepred_ros.cli_errors import make_folder, user_errors, UserError
 from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.metrics import depth_metrics, FAILED_FRAME, mean_over_frames
 from densepred_ros.metrics import normal_metrics
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     from densepred_ros.synthetic import make_sequence
     from densepred_ros.testing import write_tiny_lotus
 
+    check_arguments(args)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else _bundled('lotus-depth-demo')
@@ -195,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
               'checkpoint: the pictures show the plumbing, not real depth.')
     frames, images = [], []
     if args.images:
-        images = _load_images(Path(args.images))[:args.frames]
+        with user_errors(ValueError, OSError, subject=f'--images {args.images}'):
+            images = _load_images(Path(args.images))[:args.frames]
     else:
         frames = make_sequence(args.seed, args.frames, kind=args.kind, width=args.width,
                                height=args.height, beams=args.beams, rate_hz=10.0)
@@ -215,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     try:
         if not player.start():
-            print('error: the node failed to configure (see the log above)')
-            return 1
+            raise UserError('the node failed to configure (see the log above)',
+                            f'--model {model}')
         started = time.monotonic()
         count = len(frames) or len(images)
         for index in range(count):
@@ -352,3 +355,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--processing-resolution', type=int, default=-1,
                         help="model processing resolution; -1 = the model's default")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Raise a UserError for a bad option, checkpoint or folder before the node starts."""
+    from densepred_ros.models import CheckpointError
+    from densepred_ros.models.loading import check_layout, resolve_checkpoint
+    for flag, value, least in (('--frames', args.frames, 1), ('--width', args.width, 8),
+                               ('--height', args.height, 8), ('--beams', args.beams, 1),
+                               ('--processing-resolution', args.processing_resolution, -1)):
+        if value < least:
+            raise UserError(f'{flag} must be >= {least}', value)
+    for flag, model in (('--model', args.model), ('--normals-model', args.normals_model)):
+        if model:
+            with user_errors(CheckpointError, subject=f'{flag} {model}'):
+                check_layout(resolve_checkpoint(model))
+    if args.images and not Path(args.images).is_dir():
+        raise UserError('--images: not a folder', args.images)
+    make_folder(args.output)

@@ -1,5 +1,9 @@
 """`densepred train` and `densepred evaluate-model`: argument parsing for the trainer.
 
+Errors follow `densepred_ros.cli_errors`: bad options, files and folders are checked before
+the run starts and reported in one line (exit 2); Ctrl-C exits 130 and names the folder of
+the checkpoints saved so far.
+
 Examples:
     densepred train --output runs/depth --space disparity --time-limit 25
     densepred train --output runs/depth --resume
@@ -11,6 +15,7 @@ Examples:
 import argparse
 from pathlib import Path
 
+from densepred_ros.cli_errors import make_folder, user_errors, UserError
 from densepred_ros.models.base import SPACES
 
 
@@ -69,9 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the trainer with parsed arguments; return the exit status."""
-    from densepred_ros.training.trainer import train, TrainConfig
+def check_arguments(args: argparse.Namespace):
+    """Return the TrainConfig of `args`; a UserError for a bad option, file or folder.
+
+    Checks what can be checked before the (long) run starts: the numbers, the model config,
+    the data folder, the --init/--vae checkpoints and that --output can be written.
+    """
+    from densepred_ros.models import CheckpointError
+    from densepred_ros.models.loading import resolve_checkpoint
+    from densepred_ros.training.configs import config_resolution, load_model_config
+    from densepred_ros.training.dataset import list_frames
+    from densepred_ros.training.trainer import TrainConfig
     cfg = TrainConfig(
         output=args.output, space=args.space, variant=args.variant, data=args.data,
         model_config=args.model_config, init=args.init, vae=args.vae, frames=args.frames,
@@ -83,7 +96,39 @@ def run(args: argparse.Namespace) -> int:
         val_frames=args.val_frames, save_every=args.save_every, resume=args.resume,
         device=args.device, seed=args.seed, threads=args.threads,
         processing_resolution=args.processing_resolution, progress=not args.no_progress)
-    path = train(cfg)
+    with user_errors(ValueError):
+        cfg.check()
+    if cfg.resolution is not None:
+        with user_errors(ValueError, subject=f'--resolution {cfg.resolution[0]} '
+                                             f'{cfg.resolution[1]}'):
+            config_resolution({'resolution': cfg.resolution})
+    if cfg.init is None:
+        with user_errors(ValueError, subject=f'--model-config {cfg.model_config}'):
+            load_model_config(cfg.model_config)
+    if cfg.data is not None:
+        with user_errors(ValueError, subject=f'--data {cfg.data}'):
+            list_frames(cfg.data)
+    if cfg.init is not None:
+        with user_errors(CheckpointError, subject=f'--init {cfg.init}'):
+            resolve_checkpoint(cfg.init)
+    if cfg.vae is not None:
+        vae = Path(cfg.vae).expanduser()
+        if not ((vae / 'vae' / 'config.json').is_file() or (vae / 'config.json').is_file()):
+            raise UserError('not a checkpoint with a VAE (vae/config.json)', f'--vae {cfg.vae}')
+    make_folder(cfg.output)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the trainer with parsed arguments; return the exit status."""
+    from densepred_ros.training.trainer import train
+    cfg = check_arguments(args)
+    try:
+        path = train(cfg)
+    except KeyboardInterrupt as exc:
+        exc.add_note(f'checkpoints saved before the interruption are in {cfg.output} '
+                     '(continue with --resume)')
+        raise
     print(f'checkpoint: {path}')
     return 0
 
@@ -103,9 +148,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Print the accuracy of a model on held-out generated scenes."""
     import torch
 
-    from densepred_ros.models import load_predictor
+    from densepred_ros.models import CheckpointError, load_predictor
     from densepred_ros.models.base import PredictorOptions
+    from densepred_ros.models.loading import check_layout, resolve_checkpoint
     from densepred_ros.training.evaluate import evaluate, format_metrics, held_out_frames
+    with user_errors(CheckpointError, subject=args.model):
+        check_layout(resolve_checkpoint(args.model))
+
     torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, PredictorOptions(device='cpu', dtype='fp32'))
     frames = held_out_frames(args.scenes, height=args.size[0], width=args.size[1],
