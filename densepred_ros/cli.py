@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = sub.add_parser('bench', help='time real-size Lotus on this CPU')
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
+
+    from densepred_ros import bag_cli
+    bag_cli.register(sub)  # bag, evaluate-bag
     return parser
 
 
