@@ -182,6 +182,11 @@ def discover_topics(types: Dict[str, str], image: Optional[str] = None,
         clouds = sorted(t for t, m in types.items() if m == POINTCLOUD2)
         if len(clouds) == 1:
             lidar = clouds[0]
+        elif need_lidar and not clouds:
+            listing = ', '.join(sorted(types))
+            raise BagError(f'the bag has no PointCloud2 topic for the lidar; its topics: '
+                           f'{listing} (without a lidar set alignment.enabled: false in '
+                           f'--params for relative depth only)')
         elif need_lidar:
             _only(types, (POINTCLOUD2,), 'lidar', '--lidar-topic')
     else:

@@ -41,6 +41,8 @@ class BagSummary:
         input_problems: camera_info or scans that could not be used, by reason.
         output_counts: messages written per output topic.
         seconds: wall time of the processing loop.
+        pipeline_seconds: of that, time inside the per-frame pipeline (decode to encode);
+            the rest is the bag tool's own reading, pairing, serializing and writing.
         input_error: why reading the input stopped early ('' when it did not).
     """
 
@@ -53,6 +55,7 @@ class BagSummary:
     input_problems: Counter = field(default_factory=Counter)
     output_counts: Dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    pipeline_seconds: float = 0.0
     input_error: str = ''
 
     @property
@@ -67,6 +70,7 @@ class BagSummary:
                 'declined': dict(self.declined), 'failed': dict(self.failed),
                 'input_problems': dict(self.input_problems),
                 'output_counts': self.output_counts, 'seconds': self.seconds,
+                'pipeline_seconds': self.pipeline_seconds,
                 'frames_per_second': self.frames_per_second, 'input_error': self.input_error}
 
 
@@ -287,6 +291,7 @@ class BagProcessor:
             self.scans.clear()
         self.last_stamp = stamp
         scan, T_cam_lidar, reason = self._paired_scan(image)
+        started = time.perf_counter()
         try:
             out = process_frame(self.pipeline, image, self.topics.image_type, self.camera_info,
                                 scan, T_cam_lidar, reason, self.config.max_image_pixels)
@@ -298,6 +303,8 @@ class BagProcessor:
             summary.failed[f'{type(exc).__name__}'] += 1
             self._warn(f'frame failed: {type(exc).__name__}: {exc}')
             return
+        finally:
+            summary.pipeline_seconds += time.perf_counter() - started
         for problem in out.input_errors:
             summary.input_problems[problem.split(':')[0]] += 1
         summary.processed += 1
@@ -397,7 +404,8 @@ def print_summary(summary: BagSummary, output: Path, file: Any = None) -> None:
     print(f'frames read {summary.frames_read}, processed {summary.processed} of '
           f'{summary.frames_selected} selected, aligned {summary.aligned}, declined '
           f'{sum(summary.declined.values())}, failed {sum(summary.failed.values())} '
-          f'({summary.frames_per_second:.2f} frames/s)', file=file)
+          f'({summary.frames_per_second:.2f} frames/s, {summary.pipeline_seconds:.1f} of '
+          f'{summary.seconds:.1f} s in the pipeline)', file=file)
     if summary.declined:
         print(f'  declined: {counts(summary.declined)}', file=file)
     if summary.failed:

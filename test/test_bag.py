@@ -343,3 +343,16 @@ def test_params_file_is_read_like_the_node(tmp_path):
     args.params = str(tmp_path / 'bad.yaml')
     with pytest.raises(BagError, match='max_age'):
         bag_cli.node_config(args)
+
+
+def test_relative_depth_only_without_lidar(frames, checkpoints, tmp_path):
+    source = bag.write_sequence_bag(tmp_path / 'in', frames, lidar=False)
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    alignment:\n      enabled: false\n')
+    args = cli.build_parser().parse_args(_bag_args(
+        checkpoints['lotus_g'], str(source), str(tmp_path / 'out'), '--params', str(params),
+        '--image-topic', '/camera/image_raw/compressed'))
+    summary = bag_cli.process_bag(args)
+    assert (summary.processed, summary.aligned) == (3, 0)
+    assert dict(summary.declined) == {'alignment disabled': 3}
+    assert summary.output_counts['/densepred/depth/relative'] == 3
