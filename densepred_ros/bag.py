@@ -338,8 +338,13 @@ class OutputBag:
             shutil.rmtree(self.partial)
         self.partial.mkdir()
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        self._writer = Writer(self.partial / self.path.name, version=9, storage_plugin=plugin)
-        self._writer.open()
+        try:
+            self._writer = Writer(self.partial / self.path.name, version=9,
+                                  storage_plugin=plugin)
+            self._writer.open()
+        except Exception as exc:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise BagError(f'cannot write {self.path}: {exc}') from exc
         self._connections: Dict[str, Any] = {}
         self._queue: List[Tuple[int, int, str, bytes]] = []
         self._order = itertools.count()
