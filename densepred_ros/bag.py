@@ -310,6 +310,17 @@ def first_messages(reader: Any, topics: Iterable[str]) -> Dict[str, Tuple[int, A
 
 # Writing --------------------------------------------------------------------------------
 
+def _latched_qos() -> Any:
+    """Return the QoS tf2 offers on /tf_static: reliable, transient local, depth 1."""
+    from rosbags.interfaces import (
+        Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
+    never = QosTime(sec=0, nsec=0)
+    return Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+               durability=QosDurability.TRANSIENT_LOCAL, deadline=never, lifespan=never,
+               liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=never,
+               avoid_ros_namespace_conventions=False)
+
+
 class OutputBag:
     """A rosbag2 written under a temporary name and renamed into place by `commit`.
 
@@ -366,6 +377,8 @@ class OutputBag:
                     offered_qos_profiles=like.ext.offered_qos_profiles)
             else:
                 qos = like.ext.offered_qos_profiles if like is not None else ()
+                if not qos and topic == '/tf_static':
+                    qos = [_latched_qos()]
                 conn = self._writer.add_connection(topic, msgtype, typestore=typestore(),
                                                    offered_qos_profiles=qos)
         except Exception as exc:

@@ -298,6 +298,9 @@ def test_demo_bag_then_bag_then_evaluate(tmp_path, capsys):
                      '/camera/camera_info': bag.CAMERA_INFO,
                      '/lidar/points': bag.POINTCLOUD2, '/tf_static': bag.TF_MESSAGE,
                      '/truth/depth': bag.IMAGE}
+    with Reader(street) as reader:
+        tf_static = next(c for c in reader.connections if c.topic == '/tf_static')
+    assert tf_static.ext.offered_qos_profiles[0].durability.name == 'TRANSIENT_LOCAL'
     info = next(bag.to_ros(r, m) for t, _, m, r in _messages(street, '/camera/camera_info'))
     assert isinstance(info, CameraInfo) and (info.width, info.height) == (128, 96)
     params = _params_file(tmp_path, '    model:\n      processing_resolution: 128\n')
