@@ -196,3 +196,51 @@ def test_image_transport_parameter():
         NodeConfig.from_parameters({'model.path': 'm', 'image_transport': 'theora'})
     with pytest.raises(ConfigError, match='max_image_pixels'):
         NodeConfig.from_parameters({'model.path': 'm', 'max_image_pixels': 0})
+
+
+def test_compressed_images_through_rclpy(street):
+    """JPEG and PNG CompressedImages published and received over real rclpy decode alike."""
+    import time
+    import uuid
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from densepred_ros.domain_ids import reserve_domain_id
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context, domain_id=reserve_domain_id())
+    node = rclpy.create_node(f'compressed_test_{uuid.uuid4().hex[:8]}', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        topic = f'image_{uuid.uuid4().hex[:8]}/compressed'
+        pub = node.create_publisher(CompressedImage, topic, qos)
+        received = []
+        node.create_subscription(CompressedImage, topic, received.append, qos)
+        deadline = time.monotonic() + 10.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        jpeg = _encode(street, 'JPEG', quality=95)
+        sent = [_msg(jpeg, 'rgb8; jpeg compressed bgr8'),
+                _msg(_encode(street, 'PNG'), 'bgr8; png compressed bgr8'),
+                _msg(jpeg[:len(jpeg) // 3], 'jpeg'),
+                _msg(_png_claiming(9000, 9000), 'png')]
+        for msg in sent:
+            pub.publish(msg)
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert len(received) == len(sent), 'messages did not arrive within 10 s'
+        np.testing.assert_array_equal(compressed_to_rgb(received[0]),
+                                      compressed_to_rgb(sent[0]))
+        np.testing.assert_array_equal(compressed_to_rgb(received[1]), street)
+        with pytest.raises(DecodeError, match='corrupt or truncated'):
+            compressed_to_rgb(received[2])
+        with pytest.raises(DecodeError, match='decompression bomb'):
+            compressed_to_rgb(received[3], max_pixels=1920 * 1080)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
