@@ -33,6 +33,8 @@ setup(
         'transformers>=4.44',
         'safetensors>=0.4',
         'huggingface-hub>=0.24',
+        'simplejpeg>=1.7',
+        'rosbags>=0.10',
     ],
     extras_require={
         'test': ['pytest>=7', 'hypothesis>=6'],

@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
 
+    from densepred_ros import bag_cli
+    bag_cli.register(sub)  # bag, evaluate-bag
     for command in sub.choices.values():
         # Also accepted after the subcommand; SUPPRESS keeps a --debug given before it.
         command.add_argument('--debug', action='store_true', default=argparse.SUPPRESS,

@@ -10,6 +10,7 @@ delivers) or a list of ints; buffer-protocol inputs are read without copying, so
 views may be read-only and share memory with the message.
 """
 
+import io
 from typing import Any, Dict, Tuple
 
 from densepred_ros.camera import CameraModel
@@ -277,3 +278,131 @@ def camera_info_to_model(msg: Any) -> CameraModel:
             roi=(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
     except ValueError as exc:
         raise DecodeError(f'invalid camera_info: {exc}') from exc
+
+
+# compressed_image_transport's format strings: '<raw encoding>; <codec> compressed <enc>'
+# (ROS 2), or the codec alone ('jpeg', 'png'; ROS 1 and many drivers).
+_CODECS = {'jpeg': 'jpeg', 'jpg': 'jpeg', 'png': 'png'}
+_MAGIC = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+def compressed_codec(fmt: str) -> str:
+    """Return 'jpeg' or 'png' for a sensor_msgs/CompressedImage format string.
+
+    Accepts the codec alone ('jpeg', 'jpg', 'png', any case) and compressed_image_transport's
+    '<encoding>; <codec> compressed <encoding>' (e.g. 'rgb8; jpeg compressed bgr8').
+
+    Raises:
+        DecodeError: any other format, such as compressedDepth or an empty string.
+    """
+    text = str(fmt).strip().lower()
+    codec_part = text.split(';', 1)[1].strip() if ';' in text else text
+    words = codec_part.split()
+    if words and words[0] in _CODECS and (len(words) == 1 or words[1] == 'compressed'):
+        return _CODECS[words[0]]
+    raise DecodeError(f'unsupported CompressedImage format {fmt!r}; supported: jpeg, png '
+                      f"and image_transport's '<encoding>; jpeg|png compressed <encoding>'")
+
+
+def _check_signature(buffer: np.ndarray, codec: str) -> None:
+    if bytes(buffer[:len(_MAGIC[codec])]) != _MAGIC[codec]:
+        raise DecodeError(f'CompressedImage payload ({buffer.size} bytes) is not a '
+                          f'{codec.upper()} stream (bad signature)')
+
+
+def _open_png(buffer: np.ndarray) -> Any:
+    """Open a PNG with Pillow, which reads the header only (no pixel decoded yet)."""
+    from PIL import Image as PilImage, UnidentifiedImageError
+
+    try:
+        return PilImage.open(io.BytesIO(buffer), formats=['PNG'])
+    except PilImage.DecompressionBombError as exc:
+        raise DecodeError(f'CompressedImage PNG header claims too many pixels: not decoded '
+                          f'(decompression bomb?): {exc}') from exc
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        raise DecodeError(f'CompressedImage PNG header unreadable: {exc}') from exc
+
+
+def compressed_size(data: Any, codec: str) -> Tuple[int, int]:
+    """Read (width, height) in pixels from a JPEG or PNG header, decoding no pixel.
+
+    Raises:
+        DecodeError: the payload does not start like the codec says or its header is
+            truncated or invalid.
+    """
+    buffer = _byte_array(data)
+    _check_signature(buffer, codec)
+    if codec == 'png':
+        with _open_png(buffer) as image:
+            return image.size
+    import simplejpeg
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(buffer)
+    except ValueError as exc:
+        raise DecodeError(f'CompressedImage JPEG header unreadable: {exc}') from exc
+    return int(width), int(height)
+
+
+def _check_pixels(codec: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        raise DecodeError(f'CompressedImage {codec.upper()} header claims {width}×{height} = '
+                          f'{width * height} pixels, outside 1..{max_pixels}: not decoded '
+                          f'(decompression bomb?)')
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) to RGB.
+
+    The header's width × height is checked against ``max_pixels`` before any pixel is
+    decoded (a decompression bomb is refused at the cost of a header parse). JPEG is
+    decoded by simplejpeg (libjpeg-turbo; strict: a truncated stream is an error), PNG by
+    Pillow. Grey, grey + alpha, palette, RGBA and 16-bit PNGs become 8-bit RGB (16-bit
+    grey as round(v/257), like `image_to_rgb`'s mono16). The 'bgr8' in a ROS 2 format
+    string names OpenCV's channel order before encoding: decoded colours are RGB as they are.
+
+    Args:
+        msg: sensor_msgs/CompressedImage (``format`` and ``data``).
+        max_pixels: largest width·height accepted.
+
+    Returns:
+        H×W×3 uint8 RGB, a new contiguous array.
+
+    Raises:
+        DecodeError: unknown format, payload not of the format, header over the pixel
+            limit, truncated or corrupt data.
+    """
+    codec = compressed_codec(msg.format)
+    buffer = _byte_array(msg.data)
+    _check_signature(buffer, codec)
+    if codec == 'jpeg':
+        import simplejpeg
+        width, height = compressed_size(buffer, codec)
+        _check_pixels(codec, width, height, max_pixels)
+        try:
+            return simplejpeg.decode_jpeg(buffer, colorspace='RGB')
+        except ValueError as exc:
+            raise DecodeError(f'CompressedImage JPEG data ({buffer.size} bytes, '
+                              f'{width}×{height}) is corrupt or truncated: {exc}') from exc
+    with _open_png(buffer) as image:
+        width, height = image.size
+        _check_pixels(codec, width, height, max_pixels)
+        try:
+            image.load()
+            return _pil_to_rgb(image)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DecodeError(f'CompressedImage PNG data ({buffer.size} bytes, '
+                              f'{width}×{height}) is corrupt or truncated: {exc}') from exc
+
+
+def _pil_to_rgb(image: Any) -> np.ndarray:
+    """Convert a loaded Pillow image of any mode to H×W×3 uint8 RGB."""
+    if image.mode == 'RGB':
+        return np.asarray(image)
+    if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        grey = np.asarray(image).astype(np.uint32)
+        grey = ((np.clip(grey, 0, 65535) + 128) // 257).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == 'L':
+        return np.repeat(np.asarray(image)[..., None], 3, axis=-1)
+    return np.asarray(image.convert('RGB'))

@@ -179,6 +179,9 @@ def _load_images(folder: Path) -> List[np.ndarray]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; return the exit code."""
+    if getattr(args, 'bag', None):
+        from densepred_ros.bag_cli import run_demo_bag
+        return run_demo_bag(args)
     from PIL import Image as PILImage
 
     from densepred_ros.camera import CameraModel, xyz_quat_from_extrinsic
@@ -353,6 +356,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--beams', type=int, default=32)
     parser.add_argument('--seed', type=int, default=1000)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--bag', default=None, metavar='PATH',
+                        help='instead of running the node, write the generated sequence as '
+                             'a rosbag2 (JPEG camera, camera_info, lidar, /tf_static, exact '
+                             'depth) for `densepred bag` and `densepred evaluate-bag`')
+    parser.add_argument('--storage', default='mcap', choices=['mcap', 'sqlite3'],
+                        help='storage of the --bag recording')
     parser.add_argument('--processing-resolution', type=int, default=-1,
                         help="model processing resolution; -1 = the model's default")
 

@@ -18,6 +18,8 @@ FAMILIES = ('auto', 'lotus', 'marigold')
 DTYPES = ('auto', 'fp32', 'fp16', 'bf16')
 ENGINE_PRECISIONS = ('fp16', 'fp32')
 RELIABILITIES = ('best_effort', 'reliable')
+IMAGE_TRANSPORTS = ('raw', 'compressed')
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PROCESSING_RESOLUTION = 4096
 # A lidar (x forward, y left, z up) at the camera's origin: camera x = -lidar y,
 # camera y = -lidar z, camera z = lidar x.
@@ -141,6 +143,14 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   bounds=(1, 100)),
     ParameterSpec('diagnostics_period', 1.0, 'Period of the /diagnostics status, s.',
                   bounds=(0.1, 60.0)),
+    ParameterSpec('image_transport', 'raw',
+                  'Camera input, as image_transport names it: raw subscribes to image '
+                  '(sensor_msgs/Image), compressed to image/compressed '
+                  '(sensor_msgs/CompressedImage, JPEG or PNG).', choices=IMAGE_TRANSPORTS),
+    ParameterSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS,
+                  'Largest width·height of a compressed image; a header claiming more is '
+                  'skipped undecoded (decompression bomb) and counted.',
+                  bounds=(1, 2 ** 31 - 1)),
     ParameterSpec('autostart', False,
                   'Configure and activate at start-up instead of waiting for lifecycle '
                   'transitions.'),
@@ -228,6 +238,9 @@ class NodeConfig:
             itself (0 = never).
         diagnostics_period: seconds between /diagnostics messages.
         autostart: configure and activate at start-up.
+        image_transport: 'raw' (sensor_msgs/Image on image) or 'compressed'
+            (sensor_msgs/CompressedImage on image/compressed).
+        max_image_pixels: pixel limit of a compressed image's header.
     """
 
     model: ModelConfig
@@ -238,6 +251,8 @@ class NodeConfig:
     diagnostics_period: float
     autostart: bool
     max_consecutive_failures: int = 5
+    image_transport: str = 'raw'
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @staticmethod
     def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
@@ -293,7 +308,9 @@ class NodeConfig:
                           depth=v['qos.depth']),
             max_age=v['max_age'], diagnostics_period=v['diagnostics_period'],
             autostart=v['autostart'],
-            max_consecutive_failures=v['max_consecutive_failures'])
+            max_consecutive_failures=v['max_consecutive_failures'],
+            image_transport=v['image_transport'],
+            max_image_pixels=v['max_image_pixels'])
 
     @staticmethod
     def from_node(node: Any) -> 'NodeConfig':

@@ -4,6 +4,8 @@ Example (one command line):
     ros2 launch densepred_ros depth.launch.py model_path:=/models/lotus-depth-g
         image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
         lidar:=/lidar/points use_rviz:=true
+    With a compressed camera stream add image_transport:=compressed: the node then reads
+    <image>/compressed.
 """
 
 from launch import LaunchContext, LaunchDescription
@@ -25,6 +27,8 @@ def _launch_setup(context: LaunchContext) -> list:
     for name in ('model_path', 'backend', 'export_dir'):
         if arg(name):
             overrides['model.' + name.replace('model_', '')] = arg(name)
+    if arg('image_transport'):
+        overrides['image_transport'] = arg('image_transport').strip()
     parameters = [arg('params_file'), overrides]
 
     # 2. The depth node, with its relative input topics remapped.
@@ -34,7 +38,9 @@ def _launch_setup(context: LaunchContext) -> list:
         name='densepred',
         namespace=arg('namespace'),
         parameters=parameters,
-        remappings=[('image', arg('image')), ('camera_info', arg('camera_info')),
+        remappings=[('image', arg('image')),
+                    ('image/compressed', arg('image').rstrip('/') + '/compressed'),
+                    ('camera_info', arg('camera_info')),
                     ('lidar', arg('lidar'))],
         arguments=['--ros-args', '--log-level', arg('log_level')],
         output='screen',
@@ -81,6 +87,11 @@ def generate_launch_description() -> LaunchDescription:
             'image', default_value='/camera/image_raw',
             description='Input sensor_msgs/Image topic (rgb8, bgr8, rgba8, bgra8, mono8, '
                         'mono16).'),
+        DeclareLaunchArgument(
+            'image_transport', default_value='',
+            description='raw (sensor_msgs/Image on `image`) or compressed '
+                        '(sensor_msgs/CompressedImage, JPEG or PNG, on `image`/compressed); '
+                        'overrides image_transport of params_file when not empty.'),
         DeclareLaunchArgument(
             'camera_info', default_value='/camera/camera_info',
             description='Input sensor_msgs/CameraInfo topic of the image.'),
