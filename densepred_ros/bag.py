@@ -17,6 +17,7 @@ import shutil
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from densepred_ros.camera import extrinsic_from_xyz_quat, xyz_quat_from_extrinsic
+from densepred_ros.cli_errors import UserError
 import numpy as np
 
 IMAGE = 'sensor_msgs/msg/Image'
@@ -28,8 +29,8 @@ TF_TOPICS = ('/tf_static', '/tf')
 STORAGES = ('mcap', 'sqlite3')
 
 
-class BagError(ValueError):
-    """A bag cannot be used as asked; the message says why in one line."""
+class BagError(UserError, ValueError):
+    """A bag cannot be used as asked; the message says why in one line (exit code 2)."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -206,6 +206,21 @@ BAD = [
                                             f['no_vae']], lambda f: f['no_vae']),
     Row('train-unwritable-output', lambda f: ['train', '--output', '/proc/nope'],
         lambda f: '/proc/nope'),
+    # bag and evaluate-bag
+    Row('bag-missing-input', lambda f: ['bag', f['missing_folder'], f['out'], '--model',
+                                        f['lotus_d']], lambda f: f['missing_folder']),
+    Row('bag-folder-is-no-bag', lambda f: ['bag', f['empty_folder'], f['out'], '--model',
+                                           f['lotus_d']], lambda f: f['empty_folder']),
+    Row('bag-every-zero', lambda f: ['bag', f['empty_folder'], f['out'], '--model',
+                                     f['lotus_d'], '--every', '0'], lambda f: '0'),
+    Row('bag-output-exists', lambda f: ['bag', f['empty_folder'], f['root'], '--model',
+                                        f['lotus_d']], lambda f: f['root']),
+    Row('evaluate-bag-missing', lambda f: ['evaluate-bag', f['missing_folder'],
+                                           '--depth-topic', '/d', '--truth-topic', '/t'],
+        lambda f: f['missing_folder']),
+    Row('evaluate-bag-folder-is-no-bag',
+        lambda f: ['evaluate-bag', f['empty_folder'], '--depth-topic', '/d',
+                   '--truth-topic', '/t'], lambda f: f['empty_folder']),
 ]
 
 
