@@ -1,0 +1,97 @@
+"""numba kernels for the per-pixel loops of geometry.py (optional: used when numba imports).
+
+Each kernel computes exactly what the numpy path of the function named in its docstring
+computes, with the same float32 operations in the same order, in one pass over the image
+instead of a few dozen. Compiled on first use and cached next to this file (or in numba's
+user cache directory when that is not writable).
+"""
+
+import numba
+import numpy as np
+
+_JIT = {'nogil': True, 'cache': True, 'error_model': 'numpy'}
+
+
+@numba.njit(**_JIT)
+def _pick(z: np.float32, before: np.float32, after: np.float32):
+    """Return (signed difference, depth, |difference|) of the neighbour closer in depth."""
+    d_b = z - before
+    d_f = after - z
+    jump_b, jump_f = abs(d_b), abs(d_f)
+    if jump_f < jump_b or jump_b != jump_b:  # the next one wins ties only against a NaN
+        return d_f, after, jump_f
+    return d_b, before, jump_b
+
+
+@numba.njit(**_JIT)
+def normals_kernel(z: np.ndarray, fx: np.float32, fy: np.float32, cx: np.float32,
+                   cy: np.float32, k: np.float32, out: np.ndarray) -> None:
+    """Fill out (H×W×3) with the normals of `geometry.normals_from_depth`.
+
+    z: H×W float32 depth with NaN for every unknown pixel (≤ 0 and ±inf replaced).
+    """
+    height, width = z.shape
+    nan = np.float32(np.nan)
+    for v in range(height):
+        v_c = np.float32(v) - cy
+        for u in range(width):
+            zc = z[v, u]
+            du, zu, jump_u = _pick(zc, z[v, u - 1] if u > 0 else nan,
+                                   z[v, u + 1] if u + 1 < width else nan)
+            dv, zv, jump_v = _pick(zc, z[v - 1, u] if v > 0 else nan,
+                                   z[v + 1, u] if v + 1 < height else nan)
+            kz = zc * k
+            if jump_u > kz or jump_v > kz:
+                du = nan
+            a = du * zv
+            b = dv * zu
+            nz = zu * zv
+            nz += (np.float32(u) - cx) * a
+            nz += v_c * b
+            a *= fx
+            b *= fy
+            inv_length = np.float32(1.0) / np.sqrt(a * a + b * b + nz * nz)
+            out[v, u, 0] = a * inv_length
+            out[v, u, 1] = b * inv_length
+            out[v, u, 2] = nz * -inv_length
+
+
+@numba.njit(**_JIT)
+def colour_index_kernel(depth: np.ndarray, vmin: np.float32, scale: np.float32,
+                        table: np.ndarray, out: np.ndarray) -> None:
+    """Fill out (H×W×3 uint8) with the colours of `geometry.colorize_depth`.
+
+    table: 257×3 uint8, the colour map then the colour of non-finite pixels.
+    """
+    height, width = depth.shape
+    for v in range(height):
+        for u in range(width):
+            d = depth[v, u]
+            if np.isfinite(d):
+                x = (d - vmin) * scale
+                x = min(max(x, np.float32(0.0)), np.float32(255.0))
+                i = np.int64(np.rint(x))
+            else:
+                i = 256
+            out[v, u, 0] = table[i, 0]
+            out[v, u, 1] = table[i, 1]
+            out[v, u, 2] = table[i, 2]
+
+
+@numba.njit(**_JIT)
+def normal_colours_kernel(normals: np.ndarray, out: np.ndarray) -> None:
+    """Fill out (H×W×3 uint8) with the colours of `geometry.colorize_normals`."""
+    height, width = normals.shape[:2]
+    signs = (np.float32(127.5), np.float32(-127.5), np.float32(-127.5))
+    for v in range(height):
+        for u in range(width):
+            n0, n1, n2 = normals[v, u, 0], normals[v, u, 1], normals[v, u, 2]
+            if not np.isfinite(n0 + n1 + n2):
+                out[v, u, 0] = 0
+                out[v, u, 1] = 0
+                out[v, u, 2] = 0
+                continue
+            for c, n in enumerate((n0, n1, n2)):
+                x = n * signs[c] + np.float32(127.5)
+                x = min(max(x, np.float32(0.0)), np.float32(255.0))
+                out[v, u, c] = np.uint8(np.rint(x))
