@@ -173,3 +173,45 @@ def test_camera_info_for_same_size_keeps_matrices(header):
     np.testing.assert_allclose(np.asarray(info.p).reshape(3, 4), camera.P)
     with pytest.raises(ValueError):
         camera_info_for(camera, header, 0, 300)
+
+
+def _reference_cloud_bytes(points: np.ndarray, rgb=None) -> bytes:
+    """Build PCL's layout field by field: x y z pad [rgb pad pad pad], native byte order."""
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    colours = None if rgb is None else np.asarray(rgb).reshape(-1, 3)
+    out = bytearray()
+    for i, p in enumerate(flat):
+        out += struct.pack(NATIVE + '3f', *p) + bytes(4)
+        if colours is not None:
+            r, g, b = (int(c) for c in colours[i])
+            out += struct.pack(NATIVE + 'I', (r << 16) | (g << 8) | b) + bytes(12)
+    return bytes(out)
+
+
+@pytest.mark.parametrize('with_rgb', [False, True])
+@pytest.mark.parametrize('layout', ['organized', 'flat', 'strided', 'float64', 'integer'])
+def test_pointcloud_bytes_match_a_field_by_field_reference(header, with_rgb, layout):
+    rng = np.random.default_rng(2)
+    points = rng.normal(0.0, 3.0, (6, 10, 3)).astype(np.float32)
+    points[1, 2] = np.nan
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    if layout == 'flat':
+        points, rgb = points.reshape(-1, 3), rgb.reshape(-1, 3)
+    elif layout == 'strided':
+        points, rgb = points[::2, ::3], rgb[::2, ::3]
+    elif layout == 'float64':
+        points = points.astype(np.float64)
+    elif layout == 'integer':
+        points = np.nan_to_num(points).astype(np.int32)
+    colours = rgb if with_rgb else None
+    msg = points_to_pointcloud2(points, header, colours)
+    assert bytes(msg.data) == _reference_cloud_bytes(points, colours)
+    assert msg.is_dense == bool(np.isfinite(points).all())
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_pointcloud_is_dense_only_without_non_finite_coordinates(header, bad):
+    points = np.ones((5, 3), dtype=np.float32)
+    assert points_to_pointcloud2(points, header).is_dense
+    points[3, 1] = bad
+    assert not points_to_pointcloud2(points, header).is_dense
