@@ -27,10 +27,17 @@ def copy_header(header: Header) -> Header:
                   frame_id=header.frame_id)
 
 
+# Generated message classes copy an array.array given to `data` unless they check their
+# fields (ROS_PYTHON_CHECK_FIELDS unset: they do not); with check_fields=True they take the
+# array as it is. Every message here is built with it, so its payload is never copied.
+_TAKE_PAYLOAD = {'check_fields': True}
+
+
 def _new_payload(shape: tuple, dtype: np.dtype) -> tuple:
     """Return a zeroed array.array('B') message payload and a writable numpy view of it.
 
-    Filling the view writes straight into the payload, saving a copy of the whole buffer.
+    Filling the view writes straight into the payload, which the message then takes as
+    its data without a copy.
     """
     dtype = np.dtype(dtype)
     payload = array.array('B', [0]) * (int(np.prod(shape)) * dtype.itemsize)
@@ -43,8 +50,8 @@ def _image(arr: np.ndarray, header: Header, encoding: str, dtype: np.dtype) -> I
     view[...] = arr
     del view  # release the view before the message takes the payload
     itemsize = np.dtype(dtype).itemsize
-    msg = Image(header=copy_header(header), height=height, width=width, encoding=encoding,
-                is_bigendian=int(_IS_BIGENDIAN and itemsize > 1),
+    msg = Image(**_TAKE_PAYLOAD, header=copy_header(header), height=height, width=width,
+                encoding=encoding, is_bigendian=int(_IS_BIGENDIAN and itemsize > 1),
                 step=int(np.prod(arr.shape[1:])) * itemsize)
     msg.data = payload
     return msg
@@ -158,8 +165,9 @@ def points_to_pointcloud2(points: np.ndarray, header: Header,
     del buffer, xyz  # release the views before the message takes the payload
     # min and max are NaN or ±inf exactly when some coordinate is (no temporary mask).
     dense = count == 0 or bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
-    msg = PointCloud2(header=copy_header(header), height=height, width=width,
-                      fields=_point_fields(rgb is not None), is_bigendian=_IS_BIGENDIAN,
+    msg = PointCloud2(**_TAKE_PAYLOAD, header=copy_header(header), height=height,
+                      width=width, fields=_point_fields(rgb is not None),
+                      is_bigendian=_IS_BIGENDIAN,
                       point_step=point_step, row_step=point_step * width, is_dense=dense)
     msg.data = payload
     return msg

@@ -31,6 +31,24 @@ def _load_kernels():
 #: geometry_numba when numba is available (one pass per image), else None (numpy path).
 _kernels = _load_kernels()
 
+
+def warm_up() -> str:
+    """Compile (or load from numba's cache) the kernels on a tiny image; return the path.
+
+    Without it the first frame pays the compilation (seconds on the first run on a
+    machine, then tens of milliseconds to load the cache).
+
+    Returns:
+        'numba' or 'numpy': the implementation the functions here use.
+    """
+    if _kernels is None:
+        return 'numpy'
+    depth = np.full((4, 4), 2.0, dtype=np.float32)
+    camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
+    colorize_normals(normals_from_depth(depth, camera))
+    colorize_depth(depth)
+    return 'numba'
+
 # Hand-picked control points (sRGB, 0-255), interpolated linearly into 256-entry tables.
 # 'spectral': a diverging rainbow, warm for small values (near) to cool for large (far).
 # 'heat': black → purple → red → orange → yellow → near-white, luminance strictly rising.
@@ -276,7 +294,7 @@ def colorize_depth(depth: np.ndarray, vmin: Optional[float] = None,
     table = _colour_table(cmap, tuple(int(c) for c in invalid))
     finite = np.isfinite(depth)
     if finite.any() and (vmin is None or vmax is None):
-        low, high = np.percentile(depth[finite], percentiles)
+        low, high = np.percentile(depth[finite], percentiles, overwrite_input=True)
         vmin = low if vmin is None else vmin
         vmax = high if vmax is None else vmax
     vmin = 0.0 if vmin is None else float(vmin)

@@ -215,3 +215,19 @@ def test_pointcloud_is_dense_only_without_non_finite_coordinates(header, bad):
     assert points_to_pointcloud2(points, header).is_dense
     points[3, 1] = bad
     assert not points_to_pointcloud2(points, header).is_dense
+
+
+def test_messages_take_their_payload_and_serialize(header):
+    from rclpy.serialization import deserialize_message, serialize_message
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    messages = [points_to_pointcloud2(points, header, rgb), rgb_to_image(rgb, header),
+                depth_to_image(points[..., 2], header), normals_to_image(points, header)]
+    for msg in messages:
+        data = msg.data
+        assert data.typecode == 'B'
+        msg.data = data
+        assert msg.data is data  # assigning an array.array does not copy it
+        copy = deserialize_message(serialize_message(msg), type(msg))
+        assert copy == msg and bytes(copy.data) == bytes(msg.data)

@@ -457,3 +457,7 @@ def test_normals_on_ridges_take_the_previous_neighbour_on_ties(camera):
     expected = _reference_normals(depth, FX, FY, CX, CY)
     assert np.isfinite(normals).all()
     np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+def test_warm_up_names_the_path_in_use(kernels):
+    assert geometry.warm_up() == kernels
