@@ -28,8 +28,18 @@ def _load_kernels():
     return geometry_numba
 
 
-#: geometry_numba when numba is available (one pass per image), else None (numpy path).
-_kernels = _load_kernels()
+_UNSET = object()
+#: geometry_numba when numba is available (one pass per image), else None (numpy path);
+#: resolved on first use, so importing this module does not import numba.
+_kernels = _UNSET
+
+
+def _backend():
+    """Return the kernels module or None, loading it on first use."""
+    global _kernels
+    if _kernels is _UNSET:
+        _kernels = _load_kernels()
+    return _kernels
 
 
 def warm_up() -> str:
@@ -41,7 +51,7 @@ def warm_up() -> str:
     Returns:
         'numba' or 'numpy': the implementation the functions here use.
     """
-    if _kernels is None:
+    if _backend() is None:
         return 'numpy'
     depth = np.full((4, 4), 2.0, dtype=np.float32)
     camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
@@ -194,12 +204,13 @@ def normals_from_depth(depth: np.ndarray, camera: CameraModel,
     fx, fy, cx, cy = cam.intrinsics(rectified=True)
     height, width = depth.shape
     k, fx, fy = np.float32(max_rel_jump), np.float32(fx), np.float32(fy)
-    if _kernels is not None:
+    kernels = _backend()
+    if kernels is not None:
         z = np.array(depth, dtype=np.float32)
         with np.errstate(invalid='ignore'):
             np.copyto(z, np.nan, where=~((z > 0) & (z < math.inf)))
         normals = np.empty((height, width, 3), dtype=np.float32)
-        _kernels.normals_kernel(z, fx, fy, np.float32(cx), np.float32(cy), k, normals)
+        kernels.normals_kernel(z, fx, fy, np.float32(cx), np.float32(cy), k, normals)
         return normals
     # The cross product of the tangents P(u±1) − P(u) and P(v±1) − P(v), with
     # P = z·((u − cx)/fx, (v − cy)/fy, 1), written out: with du, dv the signed depth
@@ -302,9 +313,10 @@ def colorize_depth(depth: np.ndarray, vmin: Optional[float] = None,
     if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax < vmin:
         raise ValueError(f'need finite vmin ≤ vmax, got vmin={vmin!r}, vmax={vmax!r}')
     scale = 255.0 / max(vmax - vmin, 1e-12)
-    if _kernels is not None:
+    kernels = _backend()
+    if kernels is not None:
         rgb = np.empty(depth.shape + (3,), dtype=np.uint8)
-        _kernels.colour_index_kernel(depth, np.float32(vmin), np.float32(scale), table, rgb)
+        kernels.colour_index_kernel(depth, np.float32(vmin), np.float32(scale), table, rgb)
         return rgb
     index = np.subtract(depth, np.float32(vmin), dtype=np.float32)
     index *= np.float32(scale)
@@ -348,9 +360,10 @@ def colorize_normals(normals: np.ndarray) -> np.ndarray:
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[-1] != 3:
         raise ValueError(f'normals must be a H×W×3 array, got shape {normals.shape}')
-    if _kernels is not None:
+    kernels = _backend()
+    if kernels is not None:
         rgb = np.empty(normals.shape, dtype=np.uint8)
-        _kernels.normal_colours_kernel(normals, rgb)
+        kernels.normal_colours_kernel(normals, rgb)
         return rgb
     values = normals * np.array([127.5, -127.5, -127.5], dtype=np.float32)
     values += np.float32(127.5)

@@ -151,7 +151,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.no_numba:
         geometry._kernels = None
-    kernels = 'numba' if getattr(geometry, '_kernels', None) is not None else 'numpy'
+    kernels = geometry.warm_up() if hasattr(geometry, 'warm_up') else 'numpy'
 
     from densepred_ros.synthetic import make_frame
     frame = make_frame(seed=args.seed, kind='outdoor', width=WIDTH, height=HEIGHT, beams=64)
