@@ -59,6 +59,7 @@ def warm_up() -> str:
     colorize_depth(depth)
     return 'numba'
 
+
 # Hand-picked control points (sRGB, 0-255), interpolated linearly into 256-entry tables.
 # 'spectral': a diverging rainbow, warm for small values (near) to cool for large (far).
 # 'heat': black → purple → red → orange → yellow → near-white, luminance strictly rising.
