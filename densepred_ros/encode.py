@@ -12,8 +12,8 @@ import sys
 from typing import Optional
 
 from builtin_interfaces.msg import Time
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import pack_rgb
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
@@ -157,14 +157,22 @@ def points_to_pointcloud2(points: np.ndarray, header: Header,
     count = flat.shape[0]
     point_step = 4 * columns
     payload, buffer = _new_payload((count, columns), np.float32)
-    # x, y, z as one 12-byte item per point: one strided copy instead of three.
-    xyz = np.ndarray((count,), dtype='V12', buffer=payload, strides=(point_step,))
-    xyz[...] = flat.view('V12').reshape(count)
-    if rgb is not None:
-        buffer[:, 4] = pack_rgb(rgb.reshape(-1, 3))
-    del buffer, xyz  # release the views before the message takes the payload
-    # min and max are NaN or ±inf exactly when some coordinate is (no temporary mask).
-    dense = count == 0 or bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
+    kernels = geometry.numba_kernels()
+    if kernels is not None:  # one pass: coordinates, colours and the density check
+        colours = (np.ascontiguousarray(rgb.reshape(-1, 3)) if rgb is not None
+                   else np.zeros((0, 3), dtype=np.uint8))
+        dense = bool(kernels.cloud_records_kernel(flat.view(np.uint32), colours,
+                                                  buffer.view(np.uint32)))
+    else:
+        # x, y, z as one 12-byte item per point: one strided copy instead of three.
+        xyz = np.ndarray((count,), dtype='V12', buffer=payload, strides=(point_step,))
+        xyz[...] = flat.view('V12').reshape(count)
+        del xyz
+        if rgb is not None:
+            buffer[:, 4] = geometry.pack_rgb(rgb.reshape(-1, 3))
+        # min and max are NaN or ±inf exactly when some coordinate is (no temporary mask).
+        dense = count == 0 or bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
+    del buffer  # release the view before the message takes the payload
     msg = PointCloud2(**_TAKE_PAYLOAD, header=copy_header(header), height=height,
                       width=width, fields=_point_fields(rgb is not None),
                       is_bigendian=_IS_BIGENDIAN,

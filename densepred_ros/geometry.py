@@ -34,8 +34,8 @@ _UNSET = object()
 _kernels = _UNSET
 
 
-def _backend():
-    """Return the kernels module or None, loading it on first use."""
+def numba_kernels():
+    """Return the geometry_numba module, or None for the numpy path (loaded on first use)."""
     global _kernels
     if _kernels is _UNSET:
         _kernels = _load_kernels()
@@ -51,7 +51,7 @@ def warm_up() -> str:
     Returns:
         'numba' or 'numpy': the implementation the functions here use.
     """
-    if _backend() is None:
+    if numba_kernels() is None:
         return 'numpy'
     depth = np.full((4, 4), 2.0, dtype=np.float32)
     camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
@@ -205,7 +205,7 @@ def normals_from_depth(depth: np.ndarray, camera: CameraModel,
     fx, fy, cx, cy = cam.intrinsics(rectified=True)
     height, width = depth.shape
     k, fx, fy = np.float32(max_rel_jump), np.float32(fx), np.float32(fy)
-    kernels = _backend()
+    kernels = numba_kernels()
     if kernels is not None:
         z = np.array(depth, dtype=np.float32)
         with np.errstate(invalid='ignore'):
@@ -314,7 +314,7 @@ def colorize_depth(depth: np.ndarray, vmin: Optional[float] = None,
     if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax < vmin:
         raise ValueError(f'need finite vmin ≤ vmax, got vmin={vmin!r}, vmax={vmax!r}')
     scale = 255.0 / max(vmax - vmin, 1e-12)
-    kernels = _backend()
+    kernels = numba_kernels()
     if kernels is not None:
         rgb = np.empty(depth.shape + (3,), dtype=np.uint8)
         kernels.colour_index_kernel(depth, np.float32(vmin), np.float32(scale), table, rgb)
@@ -361,7 +361,7 @@ def colorize_normals(normals: np.ndarray) -> np.ndarray:
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[-1] != 3:
         raise ValueError(f'normals must be a H×W×3 array, got shape {normals.shape}')
-    kernels = _backend()
+    kernels = numba_kernels()
     if kernels is not None:
         rgb = np.empty(normals.shape, dtype=np.uint8)
         kernels.normal_colours_kernel(normals, rgb)

@@ -95,3 +95,25 @@ def normal_colours_kernel(normals: np.ndarray, out: np.ndarray) -> None:
                 x = n * signs[c] + np.float32(127.5)
                 x = min(max(x, np.float32(0.0)), np.float32(255.0))
                 out[v, u, c] = np.uint8(np.rint(x))
+
+
+@numba.njit(**_JIT)
+def cloud_records_kernel(xyz_bits: np.ndarray, rgb: np.ndarray, records: np.ndarray) -> bool:
+    """Fill PointCloud2 records for `encode.points_to_pointcloud2`; return is_dense.
+
+    xyz_bits: N×3 uint32, the float32 coordinates' bit patterns (copied unchanged).
+    rgb: N×3 uint8 colours, or 0×3 for none.
+    records: N×(4 or 8) uint32 zeroed payload: x y z pad [rgb pad pad pad].
+    """
+    dense = True
+    with_rgb = rgb.shape[0] > 0
+    for i in range(xyz_bits.shape[0]):
+        for c in range(3):
+            bits = xyz_bits[i, c]
+            records[i, c] = bits
+            if bits & np.uint32(0x7F800000) == np.uint32(0x7F800000):  # NaN or ±inf
+                dense = False
+        if with_rgb:
+            records[i, 4] = ((np.uint32(rgb[i, 0]) << np.uint32(16))
+                             | (np.uint32(rgb[i, 1]) << np.uint32(8)) | np.uint32(rgb[i, 2]))
+    return dense

@@ -3,6 +3,7 @@
 import struct
 import sys
 
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.encode import (
     camera_info_for, copy_header, depth_to_image, float_to_image, normals_to_image,
@@ -13,6 +14,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 NATIVE = '<' if sys.byteorder == 'little' else '>'
+_NUMBA = geometry._load_kernels()
+
+
+@pytest.fixture(params=['numpy', 'numba'])
+def kernels(request, monkeypatch):
+    """Encode point clouds with the numpy path, then with the numba kernel."""
+    if request.param == 'numba' and _NUMBA is None:
+        pytest.skip('numba is not installed')
+    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
+    return request.param
 
 
 @pytest.fixture
@@ -86,7 +97,7 @@ def test_bad_arrays_raise(header, call, arr):
         call(arr, header)
 
 
-def test_pointcloud_xyz_layout_matches_depth_image_proc(header):
+def test_pointcloud_xyz_layout_matches_depth_image_proc(header, kernels):
     points = np.array([[1.0, 2.0, 3.0], [-4.0, 5.5, 6.0]], dtype=np.float32)
     msg = points_to_pointcloud2(points, header)
     assert isinstance(msg, PointCloud2)
@@ -102,7 +113,7 @@ def test_pointcloud_xyz_layout_matches_depth_image_proc(header):
     assert data[12:16] == b'\0\0\0\0'  # padding is zeroed, not leaked memory
 
 
-def test_pointcloud_rgb_field_is_packed_float(header):
+def test_pointcloud_rgb_field_is_packed_float(header, kernels):
     points = np.zeros((2, 3, 3), dtype=np.float32)
     points[..., 2] = 1.0
     points[1, 2] = np.nan
@@ -132,7 +143,7 @@ def test_pointcloud_bad_inputs(header):
         points_to_pointcloud2(np.zeros((4, 3)), header, rgb=np.zeros((5, 3), dtype=np.uint8))
 
 
-def test_empty_pointcloud(header):
+def test_empty_pointcloud(header, kernels):
     msg = points_to_pointcloud2(np.zeros((0, 3), dtype=np.float32), header)
     assert (msg.height, msg.width, len(msg.data)) == (1, 0, 0)
 
@@ -190,7 +201,8 @@ def _reference_cloud_bytes(points: np.ndarray, rgb=None) -> bytes:
 
 @pytest.mark.parametrize('with_rgb', [False, True])
 @pytest.mark.parametrize('layout', ['organized', 'flat', 'strided', 'float64', 'integer'])
-def test_pointcloud_bytes_match_a_field_by_field_reference(header, with_rgb, layout):
+def test_pointcloud_bytes_match_a_field_by_field_reference(
+        header, with_rgb, layout, kernels):
     rng = np.random.default_rng(2)
     points = rng.normal(0.0, 3.0, (6, 10, 3)).astype(np.float32)
     points[1, 2] = np.nan
@@ -210,7 +222,7 @@ def test_pointcloud_bytes_match_a_field_by_field_reference(header, with_rgb, lay
 
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
-def test_pointcloud_is_dense_only_without_non_finite_coordinates(header, bad):
+def test_pointcloud_is_dense_only_without_non_finite_coordinates(header, bad, kernels):
     points = np.ones((5, 3), dtype=np.float32)
     assert points_to_pointcloud2(points, header).is_dense
     points[3, 1] = bad
