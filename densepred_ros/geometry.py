@@ -43,10 +43,10 @@ def numba_kernels():
 
 
 def warm_up() -> str:
-    """Compile (or load from numba's cache) the kernels on a tiny image; return the path.
+    """Compile (or load from numba's cache) the kernels on tiny inputs; return the path.
 
-    Without it the first frame pays the compilation (seconds on the first run on a
-    machine, then tens of milliseconds to load the cache).
+    Without it the first frame pays for it: a few seconds of compilation on a machine's
+    first run, then 1-2 s to import numba and load its cache.
 
     Returns:
         'numba' or 'numpy': the implementation the functions here use.
@@ -57,6 +57,9 @@ def warm_up() -> str:
     camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
     colorize_normals(normals_from_depth(depth, camera))
     colorize_depth(depth)
+    numba_kernels().cloud_records_kernel(np.zeros((1, 3), dtype=np.uint32),
+                                         np.zeros((1, 3), dtype=np.uint8),
+                                         np.zeros((1, 8), dtype=np.uint32))
     return 'numba'
 
 
