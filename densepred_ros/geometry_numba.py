@@ -117,3 +117,46 @@ def cloud_records_kernel(xyz_bits: np.ndarray, rgb: np.ndarray, records: np.ndar
             records[i, 4] = ((np.uint32(rgb[i, 0]) << np.uint32(16))
                              | (np.uint32(rgb[i, 1]) << np.uint32(8)) | np.uint32(rgb[i, 2]))
     return dense
+
+
+@numba.njit(**_JIT)
+def _order_key(bits: np.uint32) -> np.uint32:
+    """Map float32 bits to a uint32 that sorts like the float (negative values flipped)."""
+    if bits & np.uint32(0x80000000):
+        return ~bits
+    return bits | np.uint32(0x80000000)
+
+
+@numba.njit(**_JIT)
+def order_histogram_kernel(bits: np.ndarray, hist: np.ndarray) -> int:
+    """Count the finite values of a 2-D float32 image (given as bits) by their top 16 key bits.
+
+    hist: 65536 int64 counters, zeroed. Returns the number of finite values.
+    """
+    n = 0
+    for v in range(bits.shape[0]):
+        for u in range(bits.shape[1]):
+            b = bits[v, u]
+            if b & np.uint32(0x7F800000) != np.uint32(0x7F800000):
+                hist[_order_key(b) >> np.uint32(16)] += 1
+                n += 1
+    return n
+
+
+@numba.njit(**_JIT)
+def values_in_bins_kernel(bits: np.ndarray, wanted: np.ndarray, values: np.ndarray,
+                          bins: np.ndarray) -> None:
+    """Collect the finite values whose histogram bin is flagged in wanted (65536 bools).
+
+    values, bins: output arrays as long as the flagged bins' total count.
+    """
+    i = 0
+    for v in range(bits.shape[0]):
+        for u in range(bits.shape[1]):
+            b = bits[v, u]
+            if b & np.uint32(0x7F800000) != np.uint32(0x7F800000):
+                key_bin = _order_key(b) >> np.uint32(16)
+                if wanted[key_bin]:
+                    values[i] = b
+                    bins[i] = key_bin
+                    i += 1

@@ -12,7 +12,7 @@ import math
 from typing import Optional, Sequence, Tuple
 
 from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import Color, colormap_lut
+from densepred_ros.geometry import Color, colormap_lut, linear_percentiles
 import numpy as np
 import torch
 
@@ -151,24 +151,12 @@ def normals_from_depth(depth: torch.Tensor, camera: CameraModel,
 def _percentiles(values: torch.Tensor, percentiles: Sequence[float]) -> Tuple[float, ...]:
     """Return numpy's linear-interpolation percentiles of a 1-D float32 tensor.
 
-    The order statistics are exact (``kthvalue``); the interpolation between them follows
-    ``np.percentile`` step by step, so the display range is the numpy path's.
+    The order statistics are exact (``kthvalue``), the interpolation is numpy's
+    (``geometry.linear_percentiles``), so the display range is the numpy path's.
     """
-    n = values.numel()
-    out = []
-    for q in percentiles:
-        virtual = (n - 1) * (np.float64(q) / 100.0)
-        if virtual >= n - 1 or virtual < 0:
-            index = n - 1 if virtual >= n - 1 else 0
-            out.append(float(torch.kthvalue(values, index + 1).values))
-            continue
-        previous = math.floor(virtual)
-        gamma = virtual - previous
-        a = np.float32(torch.kthvalue(values, previous + 1).values.item())
-        b = np.float32(torch.kthvalue(values, previous + 2).values.item())
-        diff = np.float64(b - a)  # the difference in float32, as numpy's _lerp
-        out.append(float(b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma))
-    return tuple(out)
+    return linear_percentiles(
+        values.numel(), percentiles,
+        lambda k: torch.kthvalue(values, k + 1).values.item())
 
 
 def colorize_depth(depth: torch.Tensor, vmin: Optional[float] = None,

@@ -461,3 +461,25 @@ def test_normals_on_ridges_take_the_previous_neighbour_on_ties(camera):
 
 def test_warm_up_names_the_path_in_use(kernels):
     assert geometry.warm_up() == kernels
+
+
+def test_display_range_is_numpys_percentile():
+    rng = np.random.default_rng(9)
+    cases = [rng.lognormal(1.0, 1.0, (40, 50)), rng.normal(0.0, 5.0, (30, 20)),
+             np.round(rng.uniform(0.0, 3.0, (25, 25)), 1), np.full((3, 4), 7.5),
+             np.array([[2.0]]), rng.uniform(-1e-39, 1e-39, (10, 10))]
+    for depth in cases:
+        depth = depth.astype(np.float32)
+        depth.flat[::7] = np.nan
+        depth.flat[3::11] = np.inf
+        depth.flat[5::13] = -np.inf
+        depth[0, 0] = 2.0
+        for image in (depth, depth[::2, 1::3]):
+            values = image[np.isfinite(image)]
+            for q in ((2.0, 98.0), (0.0, 100.0), (33.3, 66.7), (50.0, 99.99), (1.0, 1.0)):
+                expected = (tuple(float(v) for v in np.percentile(values, q)) if values.size
+                            else None)
+                assert geometry._finite_percentiles(image, q) == expected
+    assert geometry._finite_percentiles(np.full((2, 2), np.nan, np.float32), (2, 98)) is None
+    with pytest.raises(ValueError):
+        colorize_depth(np.ones((3, 3), dtype=np.float32), percentiles=(-1.0, 50.0))
