@@ -1,8 +1,8 @@
-"""numba kernels for the per-pixel loops of geometry.py (optional: used when numba imports).
+"""numba kernels for the per-pixel loops of geometry.py and encode.py (optional).
 
-Each kernel computes exactly what the numpy path of the function named in its docstring
-computes, with the same float32 operations in the same order, in one pass over the image
-instead of a few dozen. Compiled on first use and cached next to this file (or in numba's
+Used when numba imports (see ``geometry.numba_kernels``). Each kernel computes exactly what
+the numpy path of the function named in its docstring computes, with the same float32
+operations in the same order, in one or two passes over the image instead of a few dozen. Compiled on first use and cached next to this file (or in numba's
 user cache directory when that is not writable).
 """
 
