@@ -11,7 +11,7 @@ import math
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
-from densepred_ros.camera import CameraModel
+from densepred_ros.camera import CameraModel, project_points
 import numpy as np
 
 Color = Tuple[int, int, int]
@@ -57,6 +57,7 @@ def warm_up() -> str:
     camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
     colorize_normals(normals_from_depth(depth, camera))
     colorize_depth(depth)
+    project_points(np.array([[0.0, 0.0, 2.0]], dtype=np.float32), camera)
     numba_kernels().cloud_records_kernel(np.zeros((1, 3), dtype=np.uint32),
                                          np.zeros((1, 3), dtype=np.uint8),
                                          np.zeros((1, 8), dtype=np.uint32))

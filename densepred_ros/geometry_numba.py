@@ -1,9 +1,10 @@
-"""numba kernels for the per-pixel loops of geometry.py and encode.py (optional).
+"""numba kernels for the per-pixel and per-point loops of geometry, camera and encode.
 
-Used when numba imports (see ``geometry.numba_kernels``). Each kernel computes exactly what
-the numpy path of the function named in its docstring computes, with the same float32
-operations in the same order, in one or two passes over the image instead of a few dozen. Compiled on first use and cached next to this file (or in numba's
-user cache directory when that is not writable).
+Optional: used when numba imports (see ``geometry.numba_kernels``). Each kernel computes
+exactly what the numpy path of the function named in its docstring computes, with the same
+operations in the same dtype and order, in one or two passes instead of a few dozen.
+Compiled on first use and cached next to this file (or in numba's user cache directory
+when that is not writable); ``geometry.warm_up`` does it ahead of the first frame.
 """
 
 import numba
@@ -160,3 +161,43 @@ def values_in_bins_kernel(bits: np.ndarray, wanted: np.ndarray, values: np.ndarr
                     values[i] = b
                     bins[i] = key_bin
                     i += 1
+
+
+@numba.njit(**_JIT)
+def pixel_candidates_kernel(pts: np.ndarray, m: np.ndarray, z_min, z_max, half,
+                            width: int, height: int, lin: np.ndarray,
+                            depth: np.ndarray) -> int:
+    """Rectified candidates of `camera.project_points` in one pass over the points.
+
+    pts: N×3 points (float32 or float64); m: 3×4 P, and z_min, z_max, half (0.5) in the
+    points' dtype. For every point with depth in (z_min, z_max) whose rounded projection
+    is inside the image, in point order, writes its row-major pixel index into lin and its
+    depth (as float32) into depth; returns their count.
+    """
+    count = 0
+    for i in range(pts.shape[0]):
+        x, y, z = pts[i, 0], pts[i, 1], pts[i, 2]
+        if not (z > z_min and z < z_max):
+            continue
+        w = x * m[2, 0]
+        w += y * m[2, 1]
+        w += z * m[2, 2]
+        w += m[2, 3]
+        if not (w > z_min and w < z_max):
+            continue
+        hu = x * m[0, 0]
+        hu += y * m[0, 1]
+        hu += z * m[0, 2]
+        hu += m[0, 3]
+        hv = x * m[1, 0]
+        hv += y * m[1, 1]
+        hv += z * m[1, 2]
+        hv += m[1, 3]
+        u = hu / w + half
+        v = hv / w + half
+        if not (u >= 0 and u < width and v >= 0 and v < height):
+            continue
+        lin[count] = np.int64(v) * width + np.int64(u)
+        depth[count] = np.float32(w)
+        count += 1
+    return count
