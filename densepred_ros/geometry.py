@@ -1,4 +1,7 @@
-"""Points and normals from metric depth, colour maps and colour packing (numpy only).
+"""Points and normals from metric depth, colour maps and colour packing.
+
+numpy, with numba kernels (geometry_numba) for the per-pixel loops when numba is
+installed; both give the same results. No ROS, no torch (geometry_torch has the twins).
 
 Conventions: depth images follow REP 118 (float32 metres along the optical axis, NaN =
 unknown, +inf = beyond range); points and normals are in the camera optical frame (REP 103:
@@ -9,6 +12,7 @@ Back-projection uses the rectified intrinsics in ``camera.P[:3, :3]``, like dept
 import functools
 import math
 import os
+from types import ModuleType
 from typing import Callable, Optional, Sequence, Tuple
 
 from densepred_ros.camera import CameraModel, project_points
@@ -17,7 +21,7 @@ import numpy as np
 Color = Tuple[int, int, int]
 
 
-def _load_kernels():
+def _load_kernels() -> Optional[ModuleType]:
     """Return the numba kernels module, or None without numba or with DENSEPRED_NUMBA=0."""
     if os.environ.get('DENSEPRED_NUMBA', '1') == '0':
         return None
@@ -34,7 +38,7 @@ _UNSET = object()
 _kernels = _UNSET
 
 
-def numba_kernels():
+def numba_kernels() -> Optional[ModuleType]:
     """Return the geometry_numba module, or None for the numpy path (loaded on first use)."""
     global _kernels
     if _kernels is _UNSET:
