@@ -10,9 +10,11 @@ alignment, geometry, encode) in the order the node does, for two subscriptions:
 - 'all outputs': every output topic, normals from the metric depth;
 - 'depth/image + points': only the metric depth image and the coloured point cloud.
 
-Prints p50 and min per stage over --repeat runs (milliseconds) and the CPU kind.
+Prints p50 and min per stage over --repeat runs (milliseconds), the sum of the stage
+minima (the frame's cost without preemption, for a loaded machine) and the CPU kind.
 
-Usage: python scripts/bench_pipeline.py [--repeat 30] [--stride 1] [--json FILE]
+Usage: python scripts/bench_pipeline.py [--repeat 30] [--stride 1] [--no-numba]
+    [--json FILE]
 """
 
 import argparse
@@ -174,6 +176,10 @@ def main() -> int:
             row += (f'{1e3 * np.median(t):>17.2f} ({1e3 * min(t):6.2f})' if t
                     else f'{"-":>26}')
         print(row)
+    row = f'{"sum of mins":<12}'
+    for case in CASES:
+        row += f'{1e3 * sum(min(t) for n, t in results[case].items() if n != "total"):>26.2f}'
+    print(row)
     for case in CASES:
         report['cases'][case] = {
             name: {'p50': 1e3 * float(np.median(t)), 'min': 1e3 * float(min(t))}
