@@ -490,11 +490,20 @@ def project_points(points_cam: np.ndarray, camera: CameraModel, *, rectified: bo
         raise ValueError('a ROI on a distorted camera cannot be projected with P (the '
                          'rectified ROI differs from the raw ROI); use rectified=False')
     width, height = cam.width, cam.height
-    u, v, depth = _pixel_candidates(cam, pts, rectified, z_min, z_max)
-    inside = (u >= 0.0) & (u < width) & (v >= 0.0) & (v < height)
-    lin = (np.compress(inside, v).astype(np.int64) * width
-           + np.compress(inside, u).astype(np.int64))
-    d = np.compress(inside, depth).astype(np.float32)
+    kernels = _numba_kernels() if rectified else None
+    if kernels is not None:
+        dtype = pts.dtype.type
+        lin, d = np.empty(len(pts), dtype=np.int64), np.empty(len(pts), dtype=np.float32)
+        count = kernels.pixel_candidates_kernel(
+            pts, cam.P.astype(pts.dtype), dtype(z_min), dtype(z_max), dtype(0.5), width,
+            height, lin, d)
+        lin, d = lin[:count], d[:count]
+    else:
+        u, v, depth = _pixel_candidates(cam, pts, rectified, z_min, z_max)
+        inside = (u >= 0.0) & (u < width) & (v >= 0.0) & (v < height)
+        lin = (np.compress(inside, v).astype(np.int64) * width
+               + np.compress(inside, u).astype(np.int64))
+        d = np.compress(inside, depth).astype(np.float32)
     # One sort of a combined key orders by pixel, then depth: positive float32 bit
     # patterns sort like the floats, so the first entry of each pixel is its nearest point.
     key = (lin << 31) | d.view(np.int32).astype(np.int64)
@@ -511,6 +520,12 @@ def project_points(points_cam: np.ndarray, camera: CameraModel, *, rectified: bo
     uv_out = np.empty((lin.size, 2), dtype=np.int32)
     uv_out[:, 1], uv_out[:, 0] = np.divmod(lin, width)
     return uv_out, d
+
+
+def _numba_kernels():
+    """Return geometry's numba kernels or None (imported here late: geometry imports us)."""
+    from densepred_ros.geometry import numba_kernels
+    return numba_kernels()
 
 
 def _box_min(padded: np.ndarray, side: int) -> np.ndarray:

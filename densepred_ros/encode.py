@@ -12,8 +12,8 @@ import sys
 from typing import Optional
 
 from builtin_interfaces.msg import Time
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import pack_rgb
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
@@ -27,10 +27,17 @@ def copy_header(header: Header) -> Header:
                   frame_id=header.frame_id)
 
 
+# Generated message classes copy an array.array given to `data` unless they check their
+# fields (ROS_PYTHON_CHECK_FIELDS unset: they do not); with check_fields=True they take the
+# array as it is. Every message here is built with it, so its payload is never copied.
+_TAKE_PAYLOAD = {'check_fields': True}
+
+
 def _new_payload(shape: tuple, dtype: np.dtype) -> tuple:
     """Return a zeroed array.array('B') message payload and a writable numpy view of it.
 
-    Filling the view writes straight into the payload, saving a copy of the whole buffer.
+    Filling the view writes straight into the payload, which the message then takes as
+    its data without a copy.
     """
     dtype = np.dtype(dtype)
     payload = array.array('B', [0]) * (int(np.prod(shape)) * dtype.itemsize)
@@ -43,8 +50,8 @@ def _image(arr: np.ndarray, header: Header, encoding: str, dtype: np.dtype) -> I
     view[...] = arr
     del view  # release the view before the message takes the payload
     itemsize = np.dtype(dtype).itemsize
-    msg = Image(header=copy_header(header), height=height, width=width, encoding=encoding,
-                is_bigendian=int(_IS_BIGENDIAN and itemsize > 1),
+    msg = Image(**_TAKE_PAYLOAD, header=copy_header(header), height=height, width=width,
+                encoding=encoding, is_bigendian=int(_IS_BIGENDIAN and itemsize > 1),
                 step=int(np.prod(arr.shape[1:])) * itemsize)
     msg.data = payload
     return msg
@@ -146,17 +153,30 @@ def points_to_pointcloud2(points: np.ndarray, header: Header,
             raise ValueError(f'rgb must be uint8 with shape {points.shape}, got shape '
                              f'{rgb.shape}, dtype {rgb.dtype}')
     columns = 8 if rgb is not None else 4
-    flat = points.reshape(-1, 3).astype(np.float32, copy=False)
-    payload, buffer = _new_payload((flat.shape[0], columns), np.float32)
-    buffer[:, :3] = flat
-    if rgb is not None:
-        buffer[:, 4] = pack_rgb(rgb.reshape(-1, 3))
-    del buffer  # release the view before the message takes the payload
+    flat = np.ascontiguousarray(points.reshape(-1, 3), dtype=np.float32)
+    count = flat.shape[0]
     point_step = 4 * columns
-    msg = PointCloud2(header=copy_header(header), height=height, width=width,
-                      fields=_point_fields(rgb is not None), is_bigendian=_IS_BIGENDIAN,
-                      point_step=point_step, row_step=point_step * width,
-                      is_dense=bool(np.isfinite(flat).all()))
+    payload, buffer = _new_payload((count, columns), np.float32)
+    kernels = geometry.numba_kernels()
+    if kernels is not None:  # one pass: coordinates, colours and the density check
+        colours = (np.ascontiguousarray(rgb.reshape(-1, 3)) if rgb is not None
+                   else np.zeros((0, 3), dtype=np.uint8))
+        dense = bool(kernels.cloud_records_kernel(flat.view(np.uint32), colours,
+                                                  buffer.view(np.uint32)))
+    else:
+        # x, y, z as one 12-byte item per point: one strided copy instead of three.
+        xyz = np.ndarray((count,), dtype='V12', buffer=payload, strides=(point_step,))
+        xyz[...] = flat.view('V12').reshape(count)
+        del xyz
+        if rgb is not None:
+            buffer[:, 4] = geometry.pack_rgb(rgb.reshape(-1, 3))
+        # min and max are NaN or ±inf exactly when some coordinate is (no temporary mask).
+        dense = count == 0 or bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
+    del buffer  # release the view before the message takes the payload
+    msg = PointCloud2(**_TAKE_PAYLOAD, header=copy_header(header), height=height,
+                      width=width, fields=_point_fields(rgb is not None),
+                      is_bigendian=_IS_BIGENDIAN,
+                      point_step=point_step, row_step=point_step * width, is_dense=dense)
     msg.data = payload
     return msg
 

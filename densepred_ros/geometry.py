@@ -1,4 +1,7 @@
-"""Points and normals from metric depth, colour maps and colour packing (numpy only).
+"""Points and normals from metric depth, colour maps and colour packing.
+
+numpy, with numba kernels (geometry_numba) for the per-pixel loops when numba is
+installed; both give the same results. No ROS, no torch (geometry_torch has the twins).
 
 Conventions: depth images follow REP 118 (float32 metres along the optical axis, NaN =
 unknown, +inf = beyond range); points and normals are in the camera optical frame (REP 103:
@@ -6,13 +9,64 @@ x right, y down, z forward), metres; pixel (u, v) has its centre at integer coor
 Back-projection uses the rectified intrinsics in ``camera.P[:3, :3]``, like depth_image_proc.
 """
 
+import functools
 import math
-from typing import Optional, Sequence, Tuple
+import os
+from types import ModuleType
+from typing import Callable, Optional, Sequence, Tuple
 
-from densepred_ros.camera import CameraModel
+from densepred_ros.camera import CameraModel, project_points
 import numpy as np
 
 Color = Tuple[int, int, int]
+
+
+def _load_kernels() -> Optional[ModuleType]:
+    """Return the numba kernels module, or None without numba or with DENSEPRED_NUMBA=0."""
+    if os.environ.get('DENSEPRED_NUMBA', '1') == '0':
+        return None
+    try:
+        from densepred_ros import geometry_numba
+    except ImportError:
+        return None
+    return geometry_numba
+
+
+_UNSET = object()
+#: geometry_numba when numba is available (one pass per image), else None (numpy path);
+#: resolved on first use, so importing this module does not import numba.
+_kernels = _UNSET
+
+
+def numba_kernels() -> Optional[ModuleType]:
+    """Return the geometry_numba module, or None for the numpy path (loaded on first use)."""
+    global _kernels
+    if _kernels is _UNSET:
+        _kernels = _load_kernels()
+    return _kernels
+
+
+def warm_up() -> str:
+    """Compile (or load from numba's cache) the kernels on tiny inputs; return the path.
+
+    Without it the first frame pays for it: a few seconds of compilation on a machine's
+    first run, then 1-2 s to import numba and load its cache.
+
+    Returns:
+        'numba' or 'numpy': the implementation the functions here use.
+    """
+    if numba_kernels() is None:
+        return 'numpy'
+    depth = np.full((4, 4), 2.0, dtype=np.float32)
+    camera = CameraModel.pinhole(4.0, 4.0, 1.5, 1.5, 4, 4)
+    colorize_normals(normals_from_depth(depth, camera))
+    colorize_depth(depth)
+    project_points(np.array([[0.0, 0.0, 2.0]], dtype=np.float32), camera)
+    numba_kernels().cloud_records_kernel(np.zeros((1, 3), dtype=np.uint32),
+                                         np.zeros((1, 3), dtype=np.uint8),
+                                         np.zeros((1, 8), dtype=np.uint32))
+    return 'numba'
+
 
 # Hand-picked control points (sRGB, 0-255), interpolated linearly into 256-entry tables.
 # 'spectral': a diverging rainbow, warm for small values (near) to cool for large (far).
@@ -83,7 +137,9 @@ def depth_to_points(depth: np.ndarray, camera: CameraModel, stride: int = 1,
     x_per_z = ((u - cx) / fx).astype(np.float32)
     y_per_z = ((v - cy) / fy).astype(np.float32)
     with np.errstate(invalid='ignore'):
-        valid = np.isfinite(z) & (z > 0) & (z <= max_depth)
+        # NaN fails both comparisons; +inf fails the second one.
+        valid = z > 0
+        valid &= (z <= max_depth) if max_depth < math.inf else (z < math.inf)
     np.copyto(z, np.nan, where=~valid)  # NaN depth then gives NaN x and y too
     points = np.empty(z.shape + (3,), dtype=np.float32)
     np.multiply(z, x_per_z[None, :], out=points[..., 0])
@@ -92,42 +148,39 @@ def depth_to_points(depth: np.ndarray, camera: CameraModel, stride: int = 1,
     return points
 
 
-def _along(axis: int, start: Optional[int], stop: Optional[int]) -> tuple:
-    """Index selecting start:stop along axis 0 or 1 of a 2-D array."""
-    part = slice(start, stop)
-    return (part,) if axis == 0 else (slice(None), part)
+# Rows per block in normals_from_depth: the temporaries of a block stay in the L2 cache.
+_NORMALS_BLOCK_ROWS = 32
 
 
-def _tangent(x: np.ndarray, y: np.ndarray, z: np.ndarray, axis: int,
-             max_rel_jump: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return per-pixel tangents (tx, ty, tz planes) of H×W point planes along axis (1: u).
+def _neighbour(dz: np.ndarray, z_before: np.ndarray, z_after: np.ndarray, kz: np.ndarray,
+               axis: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pick, per pixel, the neighbour along axis whose depth is closer to the pixel's own.
 
-    Of the backward and forward differences P[i] − P[i−1] and P[i+1] − P[i], the one with the
-    smaller depth change is used, so a pixel next to a depth edge takes its tangent from its
-    own surface. NaN where both neighbours are missing or jump by more than
-    ``max_rel_jump``·z.
+    Args:
+        dz: differences z[i+1] − z[i] along axis of a NaN-padded block, one longer than the
+            block along axis.
+        z_before, z_after: depths of the previous and next neighbour of every pixel.
+        kz: max_rel_jump·z of every pixel.
+        axis: 0 (v) or 1 (u).
+
+    Returns:
+        d: signed depth difference along axis to the chosen neighbour (z[i+1] − z[i] for the
+            next one, z[i] − z[i−1] for the previous one), NaN when its jump exceeds kz or
+            both neighbours are missing.
+        z_n: depth of the chosen neighbour.
     """
-    if z.shape[axis] < 2:
-        return tuple(np.full(z.shape, np.nan, dtype=z.dtype) for _ in range(3))
-    first, last, inner = _along(axis, 0, 1), _along(axis, -1, None), _along(axis, 1, -1)
-    head, tail = _along(axis, None, -1), _along(axis, 1, None)
-    dz = np.diff(z, axis=axis)
-    with np.errstate(invalid='ignore'):
-        jump = np.abs(dz)
-        jump_b, jump_f = jump[head], jump[tail]
-        use_forward = (jump_f < jump_b) | np.isnan(jump_b)  # interior pixels 1 … n−2
-        best = np.empty(z.shape, dtype=z.dtype)
-        best[first], best[last] = jump[first], jump[last]
-        np.fmin(jump_b, jump_f, out=best[inner])
-        unusable = ~(best <= max_rel_jump * z)  # True for NaN too
-    tangents = []
-    for diff in (np.diff(x, axis=axis), np.diff(y, axis=axis), dz):
-        t = np.empty(z.shape, dtype=z.dtype)
-        t[first], t[last] = diff[first], diff[last]
-        np.copyto(t[inner], np.where(use_forward, diff[tail], diff[head]))
-        np.copyto(t, np.nan, where=unusable)
-        tangents.append(t)
-    return tuple(tangents)
+    jump = np.abs(dz)
+    if axis == 0:
+        jump_b, jump_f, d_b, d_f = jump[:-1], jump[1:], dz[:-1], dz[1:]
+    else:
+        jump_b, jump_f, d_b, d_f = jump[:, :-1], jump[:, 1:], dz[:, :-1], dz[:, 1:]
+    use_forward = np.isnan(jump_b)  # the next neighbour wins ties only against a missing one
+    use_forward |= jump_f < jump_b
+    d = np.where(use_forward, d_f, d_b)
+    z_n = np.where(use_forward, z_after, z_before)
+    np.fmin(jump_b, jump_f, out=jump_b)  # the chosen neighbour's jump
+    np.copyto(d, np.nan, where=jump_b > kz)
+    return d, z_n
 
 
 def normals_from_depth(depth: np.ndarray, camera: CameraModel,
@@ -155,22 +208,58 @@ def normals_from_depth(depth: np.ndarray, camera: CameraModel,
     """
     if not max_rel_jump > 0:
         raise ValueError(f'max_rel_jump must be > 0, got {max_rel_jump!r}')
-    points = depth_to_points(depth, camera)
-    planes = [np.ascontiguousarray(points[..., c]) for c in range(3)]
-    ux, uy, uz = _tangent(*planes, axis=1, max_rel_jump=max_rel_jump)
-    vx, vy, vz = _tangent(*planes, axis=0, max_rel_jump=max_rel_jump)
-    normals = np.empty(points.shape, dtype=np.float32)
-    nx, ny, nz = (normals[..., c] for c in range(3))
-    np.subtract(uy * vz, uz * vy, out=nx)
-    np.subtract(uz * vx, ux * vz, out=ny)
-    np.subtract(ux * vy, uy * vx, out=nz)
+    depth = np.asarray(depth)
+    cam = _delivered_camera(depth, camera)
+    fx, fy, cx, cy = cam.intrinsics(rectified=True)
+    height, width = depth.shape
+    k, fx, fy = np.float32(max_rel_jump), np.float32(fx), np.float32(fy)
+    kernels = numba_kernels()
+    if kernels is not None:
+        z = np.array(depth, dtype=np.float32)
+        with np.errstate(invalid='ignore'):
+            np.copyto(z, np.nan, where=~((z > 0) & (z < math.inf)))
+        normals = np.empty((height, width, 3), dtype=np.float32)
+        kernels.normals_kernel(z, fx, fy, np.float32(cx), np.float32(cy), k, normals)
+        return normals
+    # The cross product of the tangents P(u±1) − P(u) and P(v±1) − P(v), with
+    # P = z·((u − cx)/fx, (v − cy)/fy, 1), written out: with du, dv the signed depth
+    # differences to the chosen neighbours and zu, zv those neighbours' depths,
+    # a = du·zv, b = dv·zu, the camera-facing normal is
+    # (fx·a, fy·b, −((u − cx)·a + (v − cy)·b + zu·zv)) up to a positive factor.
+    # A NaN border stands for the missing neighbours at the image edges.
+    padded = np.full((height + 2, width + 2), np.nan, dtype=np.float32)
+    z_all = padded[1:-1, 1:-1]
+    z_all[...] = depth
+    with np.errstate(invalid='ignore'):
+        np.copyto(z_all, np.nan, where=~((z_all > 0) & (z_all < math.inf)))
+    normals = np.empty((height, width, 3), dtype=np.float32)
+    u_c = np.arange(width, dtype=np.float32) - np.float32(cx)
+    v_c = (np.arange(height, dtype=np.float32) - np.float32(cy))[:, None]
     with np.errstate(invalid='ignore', divide='ignore'):
-        length = np.sqrt(nx * nx + ny * ny + nz * nz)
-        # Flip normals that face away from the camera: sign(n·p) decides, length scales.
-        facing = nx * planes[0] + ny * planes[1] + nz * planes[2]
-        scale = np.where(facing > 0, -1.0, 1.0).astype(np.float32) / length
-        np.copyto(scale, np.nan, where=~(length > 0))  # NaN scale makes the normal NaN
-        normals *= scale[..., None]
+        for top in range(0, height, _NORMALS_BLOCK_ROWS):
+            bottom = min(top + _NORMALS_BLOCK_ROWS, height)
+            rows = padded[top + 1:bottom + 1]
+            cols = padded[top:bottom + 2, 1:-1]
+            kz = rows[:, 1:-1] * k
+            du, zu = _neighbour(np.diff(rows, axis=1), rows[:, :-2], rows[:, 2:], kz, 1)
+            dv, zv = _neighbour(np.diff(cols, axis=0), cols[:-2], cols[2:], kz, 0)
+            a = np.multiply(du, zv, out=du)
+            b = np.multiply(dv, zu, out=dv)
+            nz = np.multiply(zu, zv, out=zu)
+            nz += u_c * a
+            nz += v_c[top:bottom] * b
+            a *= fx
+            b *= fy
+            inv_length = a * a
+            inv_length += b * b
+            inv_length += nz * nz
+            np.sqrt(inv_length, out=inv_length)
+            np.divide(np.float32(1.0), inv_length, out=inv_length)
+            block = normals[top:bottom]
+            np.multiply(a, inv_length, out=block[..., 0])
+            np.multiply(b, inv_length, out=block[..., 1])
+            inv_length *= np.float32(-1.0)
+            np.multiply(nz, inv_length, out=block[..., 2])
     return normals
 
 
@@ -222,23 +311,110 @@ def colorize_depth(depth: np.ndarray, vmin: Optional[float] = None,
     invalid = np.asarray(invalid_color)
     if invalid.shape != (3,) or (invalid < 0).any() or (invalid > 255).any():
         raise ValueError(f'invalid_color must be three values in 0..255, got {invalid_color!r}')
-    lut = colormap_lut(cmap)
-    finite = np.isfinite(depth)
-    if finite.any() and (vmin is None or vmax is None):
-        low, high = np.percentile(depth[finite], percentiles)
-        vmin = low if vmin is None else vmin
-        vmax = high if vmax is None else vmax
+    table = _colour_table(cmap, tuple(int(c) for c in invalid))
+    if vmin is None or vmax is None:
+        low_high = _finite_percentiles(depth, percentiles)
+        if low_high is not None:
+            vmin = low_high[0] if vmin is None else vmin
+            vmax = low_high[1] if vmax is None else vmax
     vmin = 0.0 if vmin is None else float(vmin)
     vmax = 1.0 if vmax is None else float(vmax)
     if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax < vmin:
         raise ValueError(f'need finite vmin ≤ vmax, got vmin={vmin!r}, vmax={vmax!r}')
     scale = 255.0 / max(vmax - vmin, 1e-12)
-    with np.errstate(invalid='ignore'):
-        index = np.clip((depth - vmin) * scale, 0.0, 255.0)
-    index[~finite] = 0
-    rgb = lut[np.round(index).astype(np.intp)]
-    rgb[~finite] = invalid.astype(np.uint8)
-    return rgb
+    kernels = numba_kernels()
+    if kernels is not None:
+        rgb = np.empty(depth.shape + (3,), dtype=np.uint8)
+        kernels.colour_index_kernel(depth, np.float32(vmin), np.float32(scale), table, rgb)
+        return rgb
+    finite = np.isfinite(depth)
+    index = np.subtract(depth, np.float32(vmin), dtype=np.float32)
+    index *= np.float32(scale)
+    np.fmax(index, 0.0, out=index)  # fmax/fmin: NaN → 0, and no NaN reaches the cast
+    np.fmin(index, 255.0, out=index)
+    np.rint(index, out=index)
+    entry = index.astype(np.uint16)
+    np.copyto(entry, 256, where=~finite)
+    # One 3-byte item per pixel: a single gather writes the contiguous H×W×3 image.
+    items = table.view('V3').reshape(257)
+    return np.take(items, entry).view(np.uint8).reshape(depth.shape + (3,))
+
+
+def linear_percentiles(n: int, percentiles: Sequence[float],
+                       kth: Callable[[int], float]) -> Tuple[float, ...]:
+    """Return ``np.percentile``'s default ('linear') percentiles from order statistics.
+
+    Follows numpy's steps (virtual index (n − 1)·q/100 in float64, float32 difference of
+    the neighbouring order statistics, numpy's two-sided interpolation), so the result is
+    numpy's to the bit for float32 data.
+
+    Args:
+        n: number of values (> 0).
+        percentiles: percentiles in [0, 100].
+        kth: returns the k-th smallest value (0-based) as float32.
+    """
+    out = []
+    for q in percentiles:
+        if not 0.0 <= q <= 100.0:
+            raise ValueError(f'percentiles must be in [0, 100], got {q!r}')
+        virtual = (n - 1) * (np.float64(q) / 100.0)
+        if virtual >= n - 1:
+            out.append(float(kth(n - 1)))
+            continue
+        previous = math.floor(virtual)
+        gamma = virtual - previous
+        a, b = np.float32(kth(previous)), np.float32(kth(previous + 1))
+        diff = np.float64(b - a)
+        out.append(float(b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma))
+    return tuple(out)
+
+
+def _finite_percentiles(depth: np.ndarray,
+                        percentiles: Sequence[float]) -> Optional[Tuple[float, ...]]:
+    """Return the percentiles of the finite values of a float32 image (None: there are none).
+
+    With numba, the order statistics come from a histogram of the values' top 16 bits and
+    a partition of the few values in the wanted bins (two passes instead of a full
+    partition); the result equals ``np.percentile(depth[np.isfinite(depth)], percentiles)``.
+    """
+    kernels = numba_kernels()
+    if kernels is None:
+        values = depth[np.isfinite(depth)]
+        if not values.size:
+            return None
+        return tuple(float(p) for p in np.percentile(values, percentiles,
+                                                     overwrite_input=True))
+    bits = depth.view(np.uint32)
+    hist = np.zeros(1 << 16, dtype=np.int64)
+    n = kernels.order_histogram_kernel(bits, hist)
+    if n == 0:
+        return None
+    ranks = set()
+    linear_percentiles(n, percentiles, lambda k: ranks.add(k) or 0.0)
+    ends = np.cumsum(hist)
+    bin_of = {k: int(np.searchsorted(ends, k, side='right')) for k in ranks}
+    wanted = np.zeros(1 << 16, dtype=np.bool_)
+    wanted[list(bin_of.values())] = True
+    count = int(hist[wanted].sum())
+    values, bins = np.empty(count, dtype=np.uint32), np.empty(count, dtype=np.int64)
+    kernels.values_in_bins_kernel(bits, wanted, values, bins)
+    values = values.view(np.float32)
+    found = {}
+    for k, b in bin_of.items():
+        in_bin = values[bins == b]
+        rank = k - int(ends[b] - hist[b])
+        found[k] = np.partition(in_bin, rank)[rank]
+    return linear_percentiles(n, percentiles, found.__getitem__)
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_table(cmap: str, invalid_color: Color) -> np.ndarray:
+    """Return the 257×3 uint8 table: the 256 colours of cmap, then invalid_color."""
+    table = np.empty((257, 3), dtype=np.uint8)
+    table[:256] = colormap_lut(cmap)
+    table[256] = invalid_color
+    table.flags.writeable = False
+    return table
 
 
 def colorize_normals(normals: np.ndarray) -> np.ndarray:
@@ -261,14 +437,22 @@ def colorize_normals(normals: np.ndarray) -> np.ndarray:
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[-1] != 3:
         raise ValueError(f'normals must be a H×W×3 array, got shape {normals.shape}')
+    kernels = numba_kernels()
+    if kernels is not None:
+        rgb = np.empty(normals.shape, dtype=np.uint8)
+        kernels.normal_colours_kernel(normals, rgb)
+        return rgb
+    values = normals * np.array([127.5, -127.5, -127.5], dtype=np.float32)
+    values += np.float32(127.5)
+    np.fmax(values, 0.0, out=values)  # fmax/fmin: NaN → 0, and no NaN reaches the cast
+    np.fmin(values, 255.0, out=values)
+    np.rint(values, out=values)
+    rgb = values.astype(np.uint8)
     with np.errstate(invalid='ignore'):
-        values = normals * np.array([127.5, -127.5, -127.5], dtype=np.float32) + 127.5
-        np.clip(values, 0.0, 255.0, out=values)
-        np.rint(values, out=values)
-    finite = np.isfinite(normals)
-    invalid = ~(finite[..., 0] & finite[..., 1] & finite[..., 2])
-    np.copyto(values, 0.0, where=invalid[..., None])
-    return values.astype(np.uint8)
+        # The sum is finite exactly when all three components are (for |n_i| < 1e38).
+        invalid = ~np.isfinite(normals[..., 0] + normals[..., 1] + normals[..., 2])
+    np.copyto(rgb, 0, where=invalid[..., None])
+    return rgb
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:

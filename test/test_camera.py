@@ -1,7 +1,12 @@
-"""Camera models, transforms, projection with z-buffer and the see-through filter."""
+"""Camera models, transforms, projection with z-buffer and the see-through filter.
+
+Every test runs with geometry's numpy path and, when numba is installed, its kernels (the
+rectified projection has a numba kernel).
+"""
 
 import math
 
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.camera import project_points
@@ -10,6 +15,18 @@ from densepred_ros.camera import xyz_quat_from_extrinsic
 from densepred_ros.synthetic import make_frame
 import numpy as np
 import pytest
+
+
+_NUMBA = geometry._load_kernels()
+
+
+@pytest.fixture(autouse=True, params=['numpy', 'numba'])
+def kernels(request, monkeypatch):
+    """Run the test with the numpy path, then with the numba kernels."""
+    if request.param == 'numba' and _NUMBA is None:
+        pytest.skip('numba is not installed')
+    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
+    return request.param
 
 
 def _cam(width=64, height=48, fx=50.0, fy=55.0, cx=31.5, cy=23.5):
@@ -384,3 +401,26 @@ def test_xyz_quat_round_trips_through_the_extrinsic(seed):
     np.testing.assert_allclose(extrinsic_from_xyz_quat(*values), T, atol=1e-12)
     with pytest.raises(ValueError):
         xyz_quat_from_extrinsic(np.eye(3))
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_kernel_and_numpy_projections_are_identical(dtype, monkeypatch):
+    rng = np.random.default_rng(11)
+    K = np.array([[250.0, 0.2, 159.5], [0.0, 255.0, 119.5], [0.0, 0.0, 1.0]])
+    P = np.hstack([K, [[3.0], [-2.0], [0.05]]])
+    cam = CameraModel(width=320, height=240, K=K, P=P)
+    points = rng.uniform([-20.0, -15.0, -2.0], [20.0, 15.0, 40.0], (20000, 3)).astype(dtype)
+    points[::97] = [0.0, 0.0, np.float32(0.1)]  # at z_min and z_max, rounded to float32
+    points[5::101] = [0.0, 0.0, np.float32(34.9)]
+    points[1::89, 2] = np.nan
+    points[2::83] = np.inf
+    results = []
+    for kernels in (None, _NUMBA):
+        if kernels is None and _NUMBA is None:
+            pytest.skip('numba is not installed')
+        monkeypatch.setattr(geometry, '_kernels', kernels)
+        results.append(project_points(points, cam, z_min=0.1, z_max=34.9, window=0))
+    (uv_a, z_a), (uv_b, z_b) = results
+    assert len(z_a) > 5000
+    np.testing.assert_array_equal(uv_a, uv_b)
+    np.testing.assert_array_equal(z_a, z_b)

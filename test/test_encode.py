@@ -3,6 +3,7 @@
 import struct
 import sys
 
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.encode import (
     camera_info_for, copy_header, depth_to_image, float_to_image, normals_to_image,
@@ -13,6 +14,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 NATIVE = '<' if sys.byteorder == 'little' else '>'
+_NUMBA = geometry._load_kernels()
+
+
+@pytest.fixture(params=['numpy', 'numba'])
+def kernels(request, monkeypatch):
+    """Encode point clouds with the numpy path, then with the numba kernel."""
+    if request.param == 'numba' and _NUMBA is None:
+        pytest.skip('numba is not installed')
+    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
+    return request.param
 
 
 @pytest.fixture
@@ -86,7 +97,7 @@ def test_bad_arrays_raise(header, call, arr):
         call(arr, header)
 
 
-def test_pointcloud_xyz_layout_matches_depth_image_proc(header):
+def test_pointcloud_xyz_layout_matches_depth_image_proc(header, kernels):
     points = np.array([[1.0, 2.0, 3.0], [-4.0, 5.5, 6.0]], dtype=np.float32)
     msg = points_to_pointcloud2(points, header)
     assert isinstance(msg, PointCloud2)
@@ -102,7 +113,7 @@ def test_pointcloud_xyz_layout_matches_depth_image_proc(header):
     assert data[12:16] == b'\0\0\0\0'  # padding is zeroed, not leaked memory
 
 
-def test_pointcloud_rgb_field_is_packed_float(header):
+def test_pointcloud_rgb_field_is_packed_float(header, kernels):
     points = np.zeros((2, 3, 3), dtype=np.float32)
     points[..., 2] = 1.0
     points[1, 2] = np.nan
@@ -132,7 +143,7 @@ def test_pointcloud_bad_inputs(header):
         points_to_pointcloud2(np.zeros((4, 3)), header, rgb=np.zeros((5, 3), dtype=np.uint8))
 
 
-def test_empty_pointcloud(header):
+def test_empty_pointcloud(header, kernels):
     msg = points_to_pointcloud2(np.zeros((0, 3), dtype=np.float32), header)
     assert (msg.height, msg.width, len(msg.data)) == (1, 0, 0)
 
@@ -173,3 +184,62 @@ def test_camera_info_for_same_size_keeps_matrices(header):
     np.testing.assert_allclose(np.asarray(info.p).reshape(3, 4), camera.P)
     with pytest.raises(ValueError):
         camera_info_for(camera, header, 0, 300)
+
+
+def _reference_cloud_bytes(points: np.ndarray, rgb=None) -> bytes:
+    """Build PCL's layout field by field: x y z pad [rgb pad pad pad], native byte order."""
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    colours = None if rgb is None else np.asarray(rgb).reshape(-1, 3)
+    out = bytearray()
+    for i, p in enumerate(flat):
+        out += struct.pack(NATIVE + '3f', *p) + bytes(4)
+        if colours is not None:
+            r, g, b = (int(c) for c in colours[i])
+            out += struct.pack(NATIVE + 'I', (r << 16) | (g << 8) | b) + bytes(12)
+    return bytes(out)
+
+
+@pytest.mark.parametrize('with_rgb', [False, True])
+@pytest.mark.parametrize('layout', ['organized', 'flat', 'strided', 'float64', 'integer'])
+def test_pointcloud_bytes_match_a_field_by_field_reference(
+        header, with_rgb, layout, kernels):
+    rng = np.random.default_rng(2)
+    points = rng.normal(0.0, 3.0, (6, 10, 3)).astype(np.float32)
+    points[1, 2] = np.nan
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    if layout == 'flat':
+        points, rgb = points.reshape(-1, 3), rgb.reshape(-1, 3)
+    elif layout == 'strided':
+        points, rgb = points[::2, ::3], rgb[::2, ::3]
+    elif layout == 'float64':
+        points = points.astype(np.float64)
+    elif layout == 'integer':
+        points = np.nan_to_num(points).astype(np.int32)
+    colours = rgb if with_rgb else None
+    msg = points_to_pointcloud2(points, header, colours)
+    assert bytes(msg.data) == _reference_cloud_bytes(points, colours)
+    assert msg.is_dense == bool(np.isfinite(points).all())
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_pointcloud_is_dense_only_without_non_finite_coordinates(header, bad, kernels):
+    points = np.ones((5, 3), dtype=np.float32)
+    assert points_to_pointcloud2(points, header).is_dense
+    points[3, 1] = bad
+    assert not points_to_pointcloud2(points, header).is_dense
+
+
+def test_messages_take_their_payload_and_serialize(header):
+    from rclpy.serialization import deserialize_message, serialize_message
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(4, 5, 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    messages = [points_to_pointcloud2(points, header, rgb), rgb_to_image(rgb, header),
+                depth_to_image(points[..., 2], header), normals_to_image(points, header)]
+    for msg in messages:
+        data = msg.data
+        assert data.typecode == 'B'
+        msg.data = data
+        assert msg.data is data  # assigning an array.array does not copy it
+        copy = deserialize_message(serialize_message(msg), type(msg))
+        assert copy == msg and bytes(copy.data) == bytes(msg.data)

@@ -1,5 +1,12 @@
-"""Tier-1 tests of densepred_ros.geometry on generated depth images (numpy only)."""
+"""Tier-1 tests of densepred_ros.geometry on generated depth images (numpy only).
 
+Every test runs on both paths of geometry.py: the numpy one and, when numba is installed,
+the numba kernels.
+"""
+
+import math
+
+from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.geometry import (
     colorize_depth, colorize_normals, colormap_lut, depth_to_points, normals_from_depth, pack_rgb,
@@ -9,6 +16,16 @@ import pytest
 
 W, H = 64, 48
 FX, FY, CX, CY = 60.0, 55.0, 31.5, 23.0
+_NUMBA = geometry._load_kernels()
+
+
+@pytest.fixture(autouse=True, params=['numpy', 'numba'])
+def kernels(request, monkeypatch):
+    """Run the test with geometry's numpy path, then with its numba kernels."""
+    if request.param == 'numba' and _NUMBA is None:
+        pytest.skip('numba is not installed')
+    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
+    return request.param
 
 
 @pytest.fixture
@@ -282,3 +299,187 @@ def test_pack_rgb_matches_pcl_byte_layout():
     np.testing.assert_array_equal(unpack_rgb(pack_rgb(image)), image)
     with pytest.raises(ValueError):
         pack_rgb(image.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# The original algorithms, kept here as references for the faster implementations.
+# ---------------------------------------------------------------------------------------
+
+def _reference_normals(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                       max_rel_jump: float = 0.05) -> np.ndarray:
+    """Return normals as the cross product of explicit tangents, in float64 (original method).
+
+    Back-project every pixel; per axis take the difference to the neighbour whose depth
+    is closer (the next one only when strictly closer, or when the previous one is
+    missing), NaN when that jump exceeds max_rel_jump·z; cross u × v; flip towards the
+    camera; normalise.
+    """
+    z = np.array(depth, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        z[~(np.isfinite(z) & (z > 0))] = np.nan
+    v, u = np.mgrid[0:z.shape[0], 0:z.shape[1]]
+    p = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
+
+    def tangent(axis: int) -> np.ndarray:
+        pad = [(0, 0)] * 3
+        pad[axis] = (1, 1)
+        q = np.pad(p, pad, constant_values=np.nan)
+        n = p.shape[axis]
+        before = np.take(q, np.arange(0, n), axis=axis)
+        after = np.take(q, np.arange(2, n + 2), axis=axis)
+        back, fwd = p - before, after - p
+        with np.errstate(invalid='ignore'):
+            jb, jf = np.abs(back[..., 2]), np.abs(fwd[..., 2])
+            use_fwd = (jf < jb) | np.isnan(jb)
+            t = np.where(use_fwd[..., None], fwd, back)
+            bad = ~(np.abs(t[..., 2]) <= max_rel_jump * z)
+        t[bad] = np.nan
+        return t
+
+    n = np.cross(tangent(1), tangent(0))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        n *= np.where(np.sum(n * p, axis=-1) > 0, -1.0, 1.0)[..., None]
+        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    return n
+
+
+def _reference_colorize_depth(depth, vmin, vmax, invalid_color=(0, 0, 0), cmap='spectral'):
+    """Map depth to colours as originally: clip, round, look up, paint non-finite pixels."""
+    depth = np.asarray(depth, dtype=np.float32)
+    finite = np.isfinite(depth)
+    scale = 255.0 / max(vmax - vmin, 1e-12)
+    with np.errstate(invalid='ignore'):
+        index = np.clip((depth - vmin) * scale, 0.0, 255.0)
+    index[~finite] = 0
+    rgb = colormap_lut(cmap)[np.round(index).astype(np.intp)]
+    rgb[~finite] = invalid_color
+    return rgb
+
+
+def _reference_colorize_normals(normals):
+    """Colour normals as originally: (n_x, −n_y, −n_z)·127.5 + 127.5, black if not finite."""
+    with np.errstate(invalid='ignore'):
+        values = normals * np.array([127.5, -127.5, -127.5], dtype=np.float32) + 127.5
+        values = np.rint(np.clip(values, 0.0, 255.0))
+    values[~np.isfinite(normals).all(axis=-1)] = 0.0
+    return values.astype(np.uint8)
+
+
+def _rough_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Depth with slopes, steps, noise, holes, zeros, negative and infinite values."""
+    v, u = np.mgrid[0:height, 0:width]
+    depth = 4.0 + 0.05 * u + 2.0 * (v > height // 2) + rng.normal(0.0, 0.05, (height, width))
+    depth[rng.random((height, width)) < 0.05] = np.nan
+    depth[rng.random((height, width)) < 0.02] = 0.0
+    depth[rng.random((height, width)) < 0.01] = -1.0
+    depth[rng.random((height, width)) < 0.02] = np.inf
+    depth[5:9, 10:14] = 0.8  # a near patch: discontinuities on all sides
+    return depth.astype(np.float32)
+
+
+@pytest.mark.parametrize('max_rel_jump', [0.01, 0.05, 1.0])
+def test_normals_match_the_reference_method(camera, max_rel_jump):
+    depth = _rough_scene(np.random.default_rng(4), H, W)
+    normals = normals_from_depth(depth, camera, max_rel_jump=max_rel_jump)
+    expected = _reference_normals(depth, FX, FY, CX, CY, max_rel_jump)
+    np.testing.assert_array_equal(np.isnan(normals), np.isnan(expected))
+    assert np.isfinite(normals).any(axis=-1).mean() > 0.3
+    np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+def test_normals_match_the_reference_on_a_generated_street():
+    from densepred_ros.synthetic import make_frame
+    frame = make_frame(seed=1, kind='outdoor', width=320, height=96, beams=0)
+    fx, fy, cx, cy = frame.camera.intrinsics()
+    normals = normals_from_depth(frame.depth, frame.camera)
+    expected = _reference_normals(frame.depth, fx, fy, cx, cy)
+    np.testing.assert_array_equal(np.isnan(normals), np.isnan(expected))
+    assert np.isfinite(normals).all(axis=-1).mean() > 0.5
+    np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape', [(1, 5), (5, 1), (2, 2), (3, 70)])
+def test_normals_of_thin_images(shape):
+    camera = CameraModel.pinhole(50.0, 50.0, 2.0, 1.0, shape[1], shape[0])
+    depth = np.random.default_rng(5).uniform(2.0, 2.05, shape).astype(np.float32)
+    normals = normals_from_depth(depth, camera)
+    expected = _reference_normals(depth, 50.0, 50.0, 2.0, 1.0)
+    np.testing.assert_array_equal(np.isnan(normals), np.isnan(expected))
+    np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+def test_points_are_the_reference_back_projection(camera):
+    depth = _rough_scene(np.random.default_rng(6), H, W)
+    for max_depth in (math.inf, 6.0):
+        points = depth_to_points(depth, camera, max_depth=max_depth)
+        z = depth.astype(np.float64)
+        with np.errstate(invalid='ignore'):
+            z[~(np.isfinite(z) & (z > 0) & (z <= max_depth))] = np.nan
+        v, u = np.mgrid[0:H, 0:W]
+        expected = np.stack([(u - CX) / FX * z, (v - CY) / FY * z, z], axis=-1)
+        np.testing.assert_allclose(points, expected, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('cmap', ['spectral', 'heat', 'gray'])
+def test_colorize_depth_is_the_reference_mapping(cmap):
+    depth = _rough_scene(np.random.default_rng(7), H, W)
+    finite = depth[np.isfinite(depth)]
+    low, high = np.percentile(finite, (2.0, 98.0))
+    np.testing.assert_array_equal(colorize_depth(depth, cmap=cmap, invalid_color=(7, 8, 9)),
+                                  _reference_colorize_depth(depth, low, high, (7, 8, 9), cmap))
+    np.testing.assert_array_equal(colorize_depth(depth, vmin=3.0, vmax=3.0),
+                                  _reference_colorize_depth(depth, 3.0, 3.0))
+    strided = depth[::2, ::3]
+    np.testing.assert_array_equal(colorize_depth(strided, vmin=1.0, vmax=8.0),
+                                  _reference_colorize_depth(strided, 1.0, 8.0))
+
+
+def test_colorize_normals_is_the_reference_mapping():
+    rng = np.random.default_rng(8)
+    normals = rng.normal(size=(H, W, 3)).astype(np.float32)
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals[::7, ::5] = np.nan
+    normals[3, 4, 1] = np.inf
+    normals[4, 4, 2] = -np.inf
+    normals[5, 5] = [0.5 / 127.5, 1.5 / 127.5, 0.0]  # exact halves: round half to even
+    normals[6, 6] = [1.3, -2.0, 0.0]  # out of range: clipped
+    np.testing.assert_array_equal(colorize_normals(normals),
+                                  _reference_colorize_normals(normals))
+    np.testing.assert_array_equal(colorize_normals(normals[:, ::2]),
+                                  _reference_colorize_normals(normals[:, ::2]))
+
+
+def test_normals_on_ridges_take_the_previous_neighbour_on_ties(camera):
+    # Every interior pixel has two neighbours at the same depth distance on both axes.
+    v, u = np.mgrid[0:H, 0:W]
+    depth = (2.0 + 0.04 * (u % 2) + 0.03 * (v % 2)).astype(np.float32)
+    normals = normals_from_depth(depth, camera)
+    expected = _reference_normals(depth, FX, FY, CX, CY)
+    assert np.isfinite(normals).all()
+    np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+def test_warm_up_names_the_path_in_use(kernels):
+    assert geometry.warm_up() == kernels
+
+
+def test_display_range_is_numpys_percentile():
+    rng = np.random.default_rng(9)
+    cases = [rng.lognormal(1.0, 1.0, (40, 50)), rng.normal(0.0, 5.0, (30, 20)),
+             np.round(rng.uniform(0.0, 3.0, (25, 25)), 1), np.full((3, 4), 7.5),
+             np.array([[2.0]]), rng.uniform(-1e-39, 1e-39, (10, 10))]
+    for depth in cases:
+        depth = depth.astype(np.float32)
+        depth.flat[::7] = np.nan
+        depth.flat[3::11] = np.inf
+        depth.flat[5::13] = -np.inf
+        depth[0, 0] = 2.0
+        for image in (depth, depth[::2, 1::3]):
+            values = image[np.isfinite(image)]
+            for q in ((2.0, 98.0), (0.0, 100.0), (33.3, 66.7), (50.0, 99.99), (1.0, 1.0)):
+                expected = (tuple(float(v) for v in np.percentile(values, q)) if values.size
+                            else None)
+                assert geometry._finite_percentiles(image, q) == expected
+    assert geometry._finite_percentiles(np.full((2, 2), np.nan, np.float32), (2, 98)) is None
+    with pytest.raises(ValueError):
+        colorize_depth(np.ones((3, 3), dtype=np.float32), percentiles=(-1.0, 50.0))
