@@ -9,7 +9,8 @@ import sys
 import time
 from typing import List, Optional
 
-from densepred_ros.models.base import SPACES
+from densepred_ros.models.base import DTYPES, ENGINE_PRECISIONS, LATENTS
+from densepred_ros.spaces import SPACES
 import numpy as np
 
 
@@ -44,7 +45,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--processing-resolution', type=int, default=None,
                         help='longest edge in pixels the model runs at; 0 = native '
                              "(default: the model's)")
-    parser.add_argument('--dtype', default='fp32', choices=['auto', 'fp32', 'fp16', 'bf16'],
+    parser.add_argument('--dtype', default='fp32', choices=DTYPES,
                         help="compute precision; 'auto' = fp16 on CUDA, bf16 on CPUs with "
                              'native bf16, else fp32 with channels-last (default: fp32, exact)')
     parser.add_argument('--backend', default='torch',
@@ -54,14 +55,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help='folder written by `densepred export` for this model and size')
     parser.add_argument('--engine-cache-dir', default='',
                         help='TensorRT engine cache (default ~/.cache/densepred_ros/tensorrt)')
-    parser.add_argument('--engine-precision', default='fp16', choices=['fp16', 'fp32'])
+    parser.add_argument('--engine-precision', default='fp16', choices=ENGINE_PRECISIONS)
     parser.add_argument('--ort-providers', default='',
                         help='ONNX Runtime providers in order of preference, comma separated')
     parser.add_argument('--threads', type=int, default=0,
                         help="CPU threads for torch and ONNX Runtime (0 = the libraries' default)")
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda[:N]'")
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--latent', default='mean', choices=['mean', 'sample'],
+    parser.add_argument('--latent', default='mean', choices=LATENTS,
                         help="image latent: VAE posterior 'mean' (deterministic) or the "
                              "authors' 'sample'")
     parser.add_argument('--steps', type=int, default=None, help='denoising steps (Marigold)')
@@ -71,14 +72,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from densepred_ros.models import load_predictor, PredictorOptions
-    options = PredictorOptions(
-        processing_resolution=args.processing_resolution, dtype=args.dtype,
-        device=args.device, seed=args.seed, latent=args.latent, steps=args.steps,
-        ensemble_size=args.ensemble_size, backend=args.backend, export_dir=args.export_dir,
-        engine_cache_dir=args.engine_cache_dir, engine_precision=args.engine_precision,
-        ort_providers=args.ort_providers, threads=args.threads)
-    return load_predictor(args.model, options, family=args.family, space=args.space,
+    from densepred_ros.models import load_predictor, options_from
+    return load_predictor(args.model, options_from(args, 'cli'), family=args.family,
+                          space=args.space,
                           allow_pickle=args.allow_pickle)
 
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from densepred_ros.models.base import parse_backend_spec, PredictorOptions
+from densepred_ros.models.base import (
+    DTYPES, ENGINE_PRECISIONS, options_from, parse_backend_spec, PredictorOptions)
 
 FAMILIES = ('auto', 'lotus', 'marigold')
-DTYPES = ('auto', 'fp32', 'fp16', 'bf16')
-ENGINE_PRECISIONS = ('fp16', 'fp32')
 RELIABILITIES = ('best_effort', 'reliable')
 MAX_PROCESSING_RESOLUTION = 4096
 # A lidar (x forward, y left, z up) at the camera's origin: camera x = -lidar y,
@@ -177,13 +176,8 @@ class ModelConfig:
         (`normals_export_dir`); without one it runs on torch.
         """
         export_dir = self.normals_export_dir if normals else self.export_dir
-        return PredictorOptions(
-            processing_resolution=self.processing_resolution, dtype=self.dtype,
-            device=self.device, seed=self.seed,
-            backend=self.backend if export_dir else 'torch', export_dir=export_dir,
-            engine_cache_dir=self.engine_cache_dir, engine_precision=self.engine_precision,
-            ort_providers=self.ort_providers, rebuild_engines=self.rebuild_engines,
-            threads=self.threads)
+        return options_from(self, 'node', export_dir=export_dir,
+                            backend=self.backend if export_dir else 'torch')
 
 
 @dataclass(frozen=True)

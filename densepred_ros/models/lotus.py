@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from densepred_ros.models import backends, runtime
-from densepred_ros.models.backends import UNetModule, VaeDecoderModule, VaeEncoderModule
-from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
-from densepred_ros.models.export import read_metadata, weights_fingerprint
-from densepred_ros.models.loading import CheckpointError, default_resolution
+from densepred_ros.models.base import (
+    CheckpointError, COMPONENTS, ModelSpec, NORMALS, parse_backend_spec, Prediction,
+    PredictorOptions)
+from densepred_ros.models.checkpoint import default_resolution, weights_fingerprint
+from densepred_ros.models.components import MODULES
+from densepred_ros.models.export_format import read_metadata
 import numpy as np
 import torch
 
@@ -105,11 +107,7 @@ class LotusPredictor:
         return self
 
     def _check_options(self, options: PredictorOptions) -> Tuple[torch.device, torch.dtype]:
-        if options.latent not in ('mean', 'sample'):
-            raise ValueError(f"latent must be 'mean' or 'sample', got {options.latent!r}")
-        if options.threads < 0:
-            raise ValueError(f'threads must be >= 0, got {options.threads}')
-        backends.parse_backend_spec(options.backend)   # fail early on a bad request
+        # The options checked themselves; what remains depends on this machine.
         device = runtime.resolve_device(options.device)
         return device, runtime.resolve_dtype(runtime.resolve_auto_dtype(options.dtype, device))
 
@@ -149,7 +147,7 @@ class LotusPredictor:
         self.pad_multiple = VAE_MULTIPLE
         self.export_size: Optional[Tuple[int, int]] = None
         self.components, self.backend_choices = self._open_components(
-            backends.parse_backend_spec(options.backend))
+            parse_backend_spec(options.backend))
 
     @property
     def processing_resolution(self) -> int:
@@ -195,7 +193,7 @@ class LotusPredictor:
                 c, d, folder, meta, self.options.engine_precision, cache, self.device,
                 rebuild=self.options.rebuild_engines)
         runners, choices = {}, {}
-        for component in backends.COMPONENTS:
+        for component in COMPONENTS:
             runners[component], choices[component] = backends.choose(
                 component, requested[component], self.device, factories)
         decoder = choices['vae_decoder']
@@ -221,8 +219,7 @@ class LotusPredictor:
             module = copy.deepcopy(module).to(device, dtype or torch.float32)
             module.to(memory_format=torch.contiguous_format)
             channels_last = False
-        wrapper = {'unet': UNetModule, 'vae_encoder': VaeEncoderModule,
-                   'vae_decoder': VaeDecoderModule}[component](module)
+        wrapper = MODULES[component](module)
 
         def run(*tensors: torch.Tensor) -> torch.Tensor:
             tensors = [t.to(device) for t in tensors]
