@@ -9,7 +9,7 @@ import sys
 import time
 from typing import List, Optional
 
-from densepred_ros.models.base import DTYPES, ENGINE_PRECISIONS, LATENTS
+from densepred_ros.models.base import DTYPES, LATENTS
 from densepred_ros.spaces import SPACES
 import numpy as np
 
@@ -55,7 +55,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help='folder written by `densepred export` for this model and size')
     parser.add_argument('--engine-cache-dir', default='',
                         help='TensorRT engine cache (default ~/.cache/densepred_ros/tensorrt)')
-    parser.add_argument('--engine-precision', default='fp16', choices=ENGINE_PRECISIONS)
+    parser.add_argument('--engine-precision', default='fp16',
+                        help='TensorRT precision: fp16, fp32 or pairs such as '
+                             'unet=fp16,vae_decoder=fp32')
     parser.add_argument('--ort-providers', default='',
                         help='ONNX Runtime providers in order of preference, comma separated')
     parser.add_argument('--threads', type=int, default=0,

@@ -13,7 +13,7 @@ import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from densepred_ros.models.base import (
-    DTYPES, ENGINE_PRECISIONS, options_from, parse_backend_spec, PredictorOptions)
+    DTYPES, options_from, parse_backend_spec, parse_precision_spec, PredictorOptions)
 
 FAMILIES = ('auto', 'lotus', 'marigold')
 RELIABILITIES = ('best_effort', 'reliable')
@@ -71,8 +71,9 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'TensorRT engine cache; empty = ~/.cache/densepred_ros/tensorrt. Engines '
                   'are built on first use (minutes) and reused while GPU, TensorRT version, '
                   'shapes, precision and ONNX file match.'),
-    ParameterSpec('model.engine_precision', 'fp16', 'TensorRT engine precision.',
-                  choices=ENGINE_PRECISIONS),
+    ParameterSpec('model.engine_precision', 'fp16',
+                  'TensorRT engine precision: fp16 or fp32, or component=precision pairs '
+                  'such as "unet=fp16,vae_decoder=fp32" (unnamed components: fp16).'),
     ParameterSpec('model.rebuild_engines', False,
                   'Rebuild the TensorRT engines even when matching ones are cached.'),
     ParameterSpec('model.ort_providers', '',
@@ -252,6 +253,10 @@ class NodeConfig:
             requested = parse_backend_spec(v['model.backend'])
         except ValueError as exc:
             raise ConfigError(f'model.backend: {exc}') from exc
+        try:
+            parse_precision_spec(v['model.engine_precision'])
+        except ValueError as exc:
+            raise ConfigError(f'model.engine_precision: {exc}') from exc
         if set(requested.values()) != {'torch'} and not v['model.export_dir']:
             raise ConfigError(f"model.backend '{v['model.backend']}' needs model.export_dir, "
                               'the folder written by `densepred export --model <model.path> '

@@ -16,7 +16,8 @@ __all__ = [
     'BACKENDS', 'BackendUnavailable', 'CheckpointError', 'COMPONENTS', 'DENSEPRED_CONFIG',
     'DEPTH', 'DEPTH_SPACES', 'DISPARITY', 'DTYPES', 'ENGINE_PRECISIONS', 'ExportError',
     'LATENTS', 'LOG_DEPTH', 'ModelSpec', 'NORMALS', 'OPTION_FIELDS', 'OptionField',
-    'options_from', 'parse_backend_spec', 'Prediction', 'Predictor', 'PredictorOptions',
+    'options_from', 'parse_backend_spec', 'parse_precision_spec', 'Prediction', 'Predictor',
+    'PredictorOptions',
     'SPACES',
 ]
 
@@ -72,6 +73,33 @@ class ModelSpec:
         return self.space in DEPTH_SPACES
 
 
+def _parse_per_component(spec: str, allowed: Tuple[str, ...], default: str,
+                         what: str) -> Dict[str, str]:
+    """Parse 'value' or 'component=value,...' into {component: value} (unnamed: default)."""
+    spec = (spec or default).strip()
+    if '=' not in spec:
+        if spec not in allowed:
+            raise ValueError(f'{what} must be one of {allowed} or component={what} pairs, '
+                             f'got {spec!r}')
+        return dict.fromkeys(COMPONENTS, spec)
+    chosen = dict.fromkeys(COMPONENTS, default)
+    seen = set()
+    for item in spec.split(','):
+        name, _, value = item.partition('=')
+        name, value = name.strip(), value.strip()
+        if name not in COMPONENTS:
+            raise ValueError(f'unknown component {name!r} in {what} {spec!r}; '
+                             f'components are {COMPONENTS}')
+        if value not in allowed:
+            raise ValueError(f'unknown {what} {value!r} for {name} in {spec!r}; '
+                             f'{what} values are {allowed}')
+        if name in seen:
+            raise ValueError(f'component {name!r} named twice in {what} {spec!r}')
+        seen.add(name)
+        chosen[name] = value
+    return chosen
+
+
 def parse_backend_spec(spec: str) -> Dict[str, str]:
     """Parse a backend request into {component: backend}.
 
@@ -83,28 +111,21 @@ def parse_backend_spec(spec: str) -> Dict[str, str]:
     Raises:
         ValueError: an unknown backend or component, or a component named twice.
     """
-    spec = (spec or 'torch').strip()
-    if '=' not in spec:
-        if spec not in BACKENDS:
-            raise ValueError(f'backend must be one of {BACKENDS} or component=backend pairs, '
-                             f'got {spec!r}')
-        return dict.fromkeys(COMPONENTS, spec)
-    chosen = dict.fromkeys(COMPONENTS, 'torch')
-    seen = set()
-    for item in spec.split(','):
-        name, _, backend = item.partition('=')
-        name, backend = name.strip(), backend.strip()
-        if name not in COMPONENTS:
-            raise ValueError(f'unknown component {name!r} in backend {spec!r}; '
-                             f'components are {COMPONENTS}')
-        if backend not in BACKENDS:
-            raise ValueError(f'unknown backend {backend!r} for {name} in {spec!r}; '
-                             f'backends are {BACKENDS}')
-        if name in seen:
-            raise ValueError(f'component {name!r} named twice in backend {spec!r}')
-        seen.add(name)
-        chosen[name] = backend
-    return chosen
+    return _parse_per_component(spec, BACKENDS, 'torch', 'backend')
+
+
+def parse_precision_spec(spec: str) -> Dict[str, str]:
+    """Parse a TensorRT engine precision request into {component: 'fp16' or 'fp32'}.
+
+    Args:
+        spec: one precision for every component, or component=precision pairs such as
+            'unet=fp16,vae_decoder=fp32' (e.g. when the fp16 decoder overflows); components
+            not named use 'fp16'. '' means 'fp16'.
+
+    Raises:
+        ValueError: an unknown precision or component, or a component named twice.
+    """
+    return _parse_per_component(spec, ENGINE_PRECISIONS, 'fp16', 'engine_precision')
 
 
 @dataclass(frozen=True)
@@ -129,7 +150,9 @@ class PredictorOptions:
         export_dir: folder written by `densepred export` (ONNX files and
             densepred_export.json); needed by the onnxruntime and tensorrt backends.
         engine_cache_dir: TensorRT engine cache ('' = ~/.cache/densepred_ros/tensorrt).
-        engine_precision: TensorRT engine precision, 'fp16' or 'fp32'.
+        engine_precision: TensorRT engine precision, 'fp16' or 'fp32', or
+            component=precision pairs such as 'unet=fp16,vae_decoder=fp32' (unnamed: fp16).
+            Also the precision of ONNX Runtime's TensorRT provider.
         ort_providers: comma list of ONNX Runtime providers in order of preference
             ('' = TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider,
             those present).
@@ -175,9 +198,7 @@ class PredictorOptions:
         if self.ensemble_size < 1:
             raise ValueError(f'ensemble_size must be >= 1, got {self.ensemble_size}')
         parse_backend_spec(self.backend)
-        if self.engine_precision not in ENGINE_PRECISIONS:
-            raise ValueError(f'engine_precision must be one of {ENGINE_PRECISIONS}, '
-                             f'got {self.engine_precision!r}')
+        parse_precision_spec(self.engine_precision)
         providers = [p.strip() for p in self.ort_providers.split(',') if p.strip()]
         unknown = [p for p in providers if not p.endswith('ExecutionProvider')]
         if unknown:
