@@ -17,8 +17,7 @@ __all__ = [
     'DEPTH', 'DEPTH_SPACES', 'DISPARITY', 'DTYPES', 'ENGINE_PRECISIONS', 'ExportError',
     'LATENTS', 'LOG_DEPTH', 'ModelSpec', 'NORMALS', 'OPTION_FIELDS', 'OptionField',
     'options_from', 'parse_backend_spec', 'parse_precision_spec', 'Prediction', 'Predictor',
-    'PredictorOptions',
-    'SPACES',
+    'PredictorOptions', 'SPACES',
 ]
 
 #: The exported parts of a Lotus model, in the order they run.
