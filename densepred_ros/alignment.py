@@ -28,12 +28,8 @@ from dataclasses import dataclass, replace
 import math
 from typing import Optional, Tuple
 
+from densepred_ros.spaces import DEPTH, DEPTH_SPACES as SPACES, DISPARITY, LOG_DEPTH
 import numpy as np
-
-DEPTH = 'depth'
-DISPARITY = 'disparity'
-LOG_DEPTH = 'log_depth'
-SPACES = (DEPTH, DISPARITY, LOG_DEPTH)
 
 #: AlignmentResult.temporal values.
 TEMPORAL_NONE = 'none'        # failed frame: no temporal step, prior reset

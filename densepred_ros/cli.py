@@ -21,7 +21,8 @@ from typing import List, Optional, Sequence
 
 from densepred_ros.cli_errors import (EXIT_USER, make_folder, os_error, output_file,
                                       run_command, user_errors, UserError)
-from densepred_ros.models.base import SPACES
+from densepred_ros.models.base import DTYPES, LATENTS
+from densepred_ros.spaces import SPACES
 import numpy as np
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -122,7 +123,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--processing-resolution', type=int, default=None,
                         help='longest edge in pixels the model runs at; 0 = native '
                              "(default: the model's)")
-    parser.add_argument('--dtype', default='auto', choices=['auto', 'fp32', 'fp16', 'bf16'],
+    parser.add_argument('--dtype', default='auto', choices=DTYPES,
                         help="compute precision; 'auto' = fp16 on CUDA, bf16 on CPUs with "
                              'native bf16, else fp32 with channels-last, as the node (default); '
                              "'fp32' is exact and bit-reproducible")
@@ -133,14 +134,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help='folder written by `densepred export` for this model and size')
     parser.add_argument('--engine-cache-dir', default='',
                         help='TensorRT engine cache (default ~/.cache/densepred_ros/tensorrt)')
-    parser.add_argument('--engine-precision', default='fp16', choices=['fp16', 'fp32'])
+    parser.add_argument('--engine-precision', default='fp16',
+                        help='TensorRT precision: fp16, fp32 or pairs such as '
+                             'unet=fp16,vae_decoder=fp32')
     parser.add_argument('--ort-providers', default='',
                         help='ONNX Runtime providers in order of preference, comma separated')
     parser.add_argument('--threads', type=int, default=0,
                         help="CPU threads for torch and ONNX Runtime (0 = the libraries' default)")
     parser.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda[:N]'")
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--latent', default='mean', choices=['mean', 'sample'],
+    parser.add_argument('--latent', default='mean', choices=LATENTS,
                         help="image latent: VAE posterior 'mean' (deterministic) or the "
                              "authors' 'sample'")
     parser.add_argument('--steps', type=int, default=None, help='denoising steps (Marigold)')
@@ -151,17 +154,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     """Load the predictor the arguments name; a UserError for a bad model or option."""
-    from densepred_ros.models import CheckpointError, load_predictor, PredictorOptions
+    from densepred_ros.models import CheckpointError, load_predictor, options_from
     from densepred_ros.models.backends import BackendUnavailable
     from densepred_ros.models.export import ExportError
     with user_errors(ValueError, TypeError):
-        options = PredictorOptions(
-            processing_resolution=args.processing_resolution, dtype=args.dtype,
-            device=args.device, seed=args.seed, latent=args.latent, steps=args.steps,
-            ensemble_size=args.ensemble_size, backend=args.backend,
-            export_dir=args.export_dir, engine_cache_dir=args.engine_cache_dir,
-            engine_precision=args.engine_precision, ort_providers=args.ort_providers,
-            threads=args.threads)
+        options = options_from(args, 'cli')
     if args.processing_resolution is not None and args.processing_resolution < 0:
         raise UserError('--processing-resolution must be >= 0 (0 = native)',
                         args.processing_resolution)

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from densepred_ros.models.base import parse_backend_spec, PredictorOptions
+from densepred_ros.models.base import (
+    DTYPES, options_from, parse_backend_spec, parse_precision_spec, PredictorOptions)
 
 FAMILIES = ('auto', 'lotus', 'marigold')
-DTYPES = ('auto', 'fp32', 'fp16', 'bf16')
-ENGINE_PRECISIONS = ('fp16', 'fp32')
 RELIABILITIES = ('best_effort', 'reliable')
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
@@ -74,8 +73,9 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'TensorRT engine cache; empty = ~/.cache/densepred_ros/tensorrt. Engines '
                   'are built on first use (minutes) and reused while GPU, TensorRT version, '
                   'shapes, precision and ONNX file match.'),
-    ParameterSpec('model.engine_precision', 'fp16', 'TensorRT engine precision.',
-                  choices=ENGINE_PRECISIONS),
+    ParameterSpec('model.engine_precision', 'fp16',
+                  'TensorRT engine precision: fp16 or fp32, or component=precision pairs '
+                  'such as "unet=fp16,vae_decoder=fp32" (unnamed components: fp16).'),
     ParameterSpec('model.rebuild_engines', False,
                   'Rebuild the TensorRT engines even when matching ones are cached.'),
     ParameterSpec('model.ort_providers', '',
@@ -187,13 +187,8 @@ class ModelConfig:
         (`normals_export_dir`); without one it runs on torch.
         """
         export_dir = self.normals_export_dir if normals else self.export_dir
-        return PredictorOptions(
-            processing_resolution=self.processing_resolution, dtype=self.dtype,
-            device=self.device, seed=self.seed,
-            backend=self.backend if export_dir else 'torch', export_dir=export_dir,
-            engine_cache_dir=self.engine_cache_dir, engine_precision=self.engine_precision,
-            ort_providers=self.ort_providers, rebuild_engines=self.rebuild_engines,
-            threads=self.threads)
+        return options_from(self, 'node', export_dir=export_dir,
+                            backend=self.backend if export_dir else 'torch')
 
 
 @dataclass(frozen=True)
@@ -273,6 +268,10 @@ class NodeConfig:
             requested = parse_backend_spec(v['model.backend'])
         except ValueError as exc:
             raise ConfigError(f'model.backend: {exc}') from exc
+        try:
+            parse_precision_spec(v['model.engine_precision'])
+        except ValueError as exc:
+            raise ConfigError(f'model.engine_precision: {exc}') from exc
         if set(requested.values()) != {'torch'} and not v['model.export_dir']:
             raise ConfigError(f"model.backend '{v['model.backend']}' needs model.export_dir, "
                               'the folder written by `densepred export --model <model.path> '

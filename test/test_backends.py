@@ -7,6 +7,11 @@ tested only where `tensorrt` and CUDA are importable (skipped otherwise).
 import importlib.util
 import json
 import logging
+import multiprocessing
+import os
+from pathlib import Path
+import subprocess
+import sys
 import threading
 import time
 
@@ -96,8 +101,12 @@ def test_ort_providers_preference_and_filtering():
     available = ['CUDAExecutionProvider', 'CPUExecutionProvider']
     assert ort_providers([], 'cuda', available) == available
     assert ort_providers([], 'cpu', available) == ['CPUExecutionProvider']
-    assert ort_providers(['TensorrtExecutionProvider', 'CPUExecutionProvider'], 'cuda',
-                         available) == ['CPUExecutionProvider']
+    # A CUDA request that only the CPU provider could serve is not ONNX Runtime's to take.
+    with pytest.raises(BackendUnavailable, match='GPU provider'):
+        ort_providers(['TensorrtExecutionProvider', 'CPUExecutionProvider'], 'cuda',
+                      available)
+    with pytest.raises(BackendUnavailable, match='CPU-only'):
+        ort_providers([], 'cuda', ['CPUExecutionProvider'])
     with pytest.raises(BackendUnavailable, match='TensorrtExecutionProvider'):
         ort_providers(['TensorrtExecutionProvider'], 'cuda', available)
     with pytest.raises(ValueError, match='ExecutionProvider'):
@@ -136,13 +145,13 @@ def test_engine_key_round_trip_and_sensitivity():
                'trt_version': '8.6.2',
                'input_shapes': (('sample', (1, 8, 96, 128)), ('timestep', (1,))),
                'precision': 'fp32', 'onnx_sha256': 'cd' * 32, 'builder': 'opt5',
-               'component': 'vae_decoder'}
+               'component': 'vae_decoder', 'gpu_memory_mib': 15000, 'sm_count': 16,
+               'recipe': 99}
     for field, value in changes.items():
         assert _key(**{field: value}).digest() != key.digest(), field
-    assert key.file_stem() == 'unet_72x96_fp16_nvidia-orin_sm87'
-    # The TensorRT version and the ONNX hash do not change the file: a stale engine is
-    # replaced, not kept beside the new one.
-    assert _key(trt_version='10.4.0').file_stem() == key.file_stem()
+        # Every field is in the file name (through the digest): no two keys share a file.
+        assert _key(**{field: value}).file_stem() != key.file_stem(), field
+    assert key.file_stem() == f'unet_72x96_fp16_nvidia-orin_sm87_{key.digest()[:16]}'
 
 
 def test_cache_builds_once_and_reuses(tmp_path):
@@ -162,18 +171,18 @@ def test_cache_builds_once_and_reuses(tmp_path):
     assert not list(tmp_path.glob('*.tmp'))
 
 
-@pytest.mark.parametrize('change', [{'trt_version': '10.4.0'}, {'onnx_sha256': 'ef' * 32},
-                                    {'builder': 'opt5'}])
-def test_cache_rebuilds_on_key_mismatch(tmp_path, change, caplog):
+def test_other_weights_keep_their_engine_and_outdated_builds_go(tmp_path):
     cache = EngineCache(tmp_path)
-    cache.get_or_build(_key(), lambda: b'old')
-    new = _key(**change)
-    assert cache.lookup(new) is None
-    with caplog.at_level(logging.WARNING, logger='densepred_ros.backends'):
-        path, built = cache.get_or_build(new, lambda: b'new')
-    assert built and path.read_bytes() == b'new'
-    assert cache.lookup(new) == path and cache.lookup(_key()) is None
-    assert next(iter(change)) in caplog.text
+    first, _ = cache.get_or_build(_key(), lambda: b'model a')
+    other = _key(onnx_sha256='ef' * 32)                  # another model, same size
+    assert cache.lookup(other) is None
+    second, built = cache.get_or_build(other, lambda: b'model b')
+    assert built and second != first
+    assert cache.load(_key()) == b'model a' and cache.load(other) == b'model b'
+    # The same ONNX file built by a newer TensorRT: the old engine can never be used again.
+    newer, built = cache.get_or_build(_key(trt_version='10.4.0'), lambda: b'model a, new')
+    assert built and not first.exists() and cache.lookup(_key()) is None
+    assert cache.load(other) == b'model b' and newer.read_bytes() == b'model a, new'
 
 
 def test_other_gpu_gets_its_own_engine(tmp_path):
@@ -358,3 +367,197 @@ def test_forced_bf16_as_precise_as_the_authors_autocast(checkpoints, name):
     assert_as_precise_as_autocast(fast.predict(rgb).values, exact.predict(rgb).values,
                                   autocast_errors(str(checkpoints[name]), rgb,
                                                   torch.bfloat16, **common))
+
+
+# Caches per export, concurrent writers, providers, guards (issue 21) ----------------------
+
+def _export_unet(checkpoint, folder):
+    from densepred_ros.models.export import export_lotus
+    return export_lotus(str(checkpoint), 64, 64, folder, components=['unet'],
+                        log=lambda *_: None)
+
+
+def test_two_exports_of_other_weights_at_one_size_get_their_own_caches(checkpoints, tmp_path):
+    from densepred_ros.models.backends import ort_trt_cache, provider_options
+    from densepred_ros.testing import write_tiny_lotus
+    other = write_tiny_lotus(tmp_path / 'other', variant='d', space='disparity', seed=1)
+    meta_a = _export_unet(checkpoints['lotus_d'], tmp_path / 'a')
+    meta_b = _export_unet(other, tmp_path / 'b')
+    # The same file names, tensor names and shapes: what ONNX Runtime would key on.
+    assert meta_a['components']['unet']['file'] == meta_b['components']['unet']['file']
+    assert meta_a['components']['unet']['inputs'] == meta_b['components']['unet']['inputs']
+    facts = {'gpu_name': 'Orin', 'compute_capability': '8.7', 'trt_version': '10.3.0',
+             'gpu_memory_mib': 15_000, 'sm_count': 16}
+    key_a = engine_key('unet', meta_a, tmp_path / 'a', 'fp16', **facts)
+    key_b = engine_key('unet', meta_b, tmp_path / 'b', 'fp16', **facts)
+    assert key_a.onnx_sha256 != key_b.onnx_sha256
+    assert key_a.file_stem() != key_b.file_stem()
+    cache = EngineCache(tmp_path / 'engines')
+    cache.get_or_build(key_a, lambda: b'engine of a')
+    cache.get_or_build(key_b, lambda: b'engine of b')
+    assert cache.load(key_a) == b'engine of a' and cache.load(key_b) == b'engine of b'
+    # ONNX Runtime's TensorRT provider: one cache folder and prefix per export.
+    folders = [ort_trt_cache(tmp_path, 'unet', k.onnx_sha256, 'fp16') for k in (key_a, key_b)]
+    assert folders[0] != folders[1] and folders[0][1] != folders[1][1]
+    assert ort_trt_cache(tmp_path, 'unet', key_a.onnx_sha256, 'fp32') != folders[0]
+    options = provider_options(['TensorrtExecutionProvider', 'CUDAExecutionProvider',
+                                'CPUExecutionProvider'], 1, tmp_path, 'unet',
+                               key_a.onnx_sha256, 'fp16', '1.32.0')
+    assert options[0]['trt_engine_cache_path'] == str(folders[0][0])
+    assert options[0]['trt_engine_cache_prefix'] == folders[0][1]
+    assert options[0]['trt_timing_cache_enable'] and options[0]['trt_fp16_enable']
+    assert options[0]['device_id'] == 1 and options[1] == {'device_id': 1}
+    assert options[2] == {}
+    old = provider_options(['TensorrtExecutionProvider'], 0, tmp_path, 'unet',
+                           key_a.onnx_sha256, 'fp32', '1.16.3')
+    assert 'trt_engine_cache_prefix' not in old[0] and not old[0]['trt_fp16_enable']
+
+
+def _fetch_worker(root, key_json, payload, force, delay, queue):
+    def build():
+        with open(Path(root) / 'builds.txt', 'a') as log:
+            log.write(f'{os.getpid()}\n')
+        time.sleep(delay)
+        return payload
+    key = EngineKey.from_json(key_json)
+    _, data, built = EngineCache(root).fetch(key, build, force=force)
+    queue.put(('fetch', bytes(data), built))
+
+
+def _read_worker(root, key_json, reads, queue):
+    key = EngineKey.from_json(key_json)
+    cache = EngineCache(root)
+    for _ in range(reads):
+        queue.put(('read', cache.load(key), False))
+        time.sleep(0.01)
+
+
+def test_engine_cache_under_concurrent_writer_processes(tmp_path):
+    """Processes, not threads: flock excludes across processes; readers see whole engines."""
+    context = multiprocessing.get_context('fork')
+    queue = context.Queue()
+    key = _key().to_json()
+    first = b'A' * 200_000
+    workers = [context.Process(target=_fetch_worker,
+                               args=(tmp_path, key, first, False, 0.5, queue))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len((tmp_path / 'builds.txt').read_text().split()) == 1   # built once
+    assert sorted(built for *_, built in results) == [False, False, False, True]
+    assert all(data == first for _, data, _ in results)
+    # Two writers replace the engine while three readers read it: every read is whole.
+    payloads = [b'B' * 300_000, b'C' * 100_000]
+    procs = [context.Process(target=_fetch_worker, args=(tmp_path, key, p, True, 0.2, queue))
+             for p in payloads]
+    procs += [context.Process(target=_read_worker, args=(tmp_path, key, 40, queue))
+              for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=60) for _ in range(2 + 3 * 40)]
+    for proc in procs:
+        proc.join(timeout=60)
+    reads = [data for kind, data, _ in results if kind == 'read']
+    assert len(reads) == 120 and all(data in [first] + payloads for data in reads)
+    assert EngineCache(tmp_path).load(_key()) in payloads
+    assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_cpu_only_onnxruntime_and_a_cuda_request_fall_through_to_torch_cuda(
+        checkpoints, tmp_path):
+    from densepred_ros.models.backends import open_onnxruntime, open_tensorrt
+    meta = _export_unet(checkpoints['lotus_d'], tmp_path)
+    cache = EngineCache(tmp_path / 'engines')
+
+    def torch_factory(component, device):
+        return (lambda x: x), f'torch {device}'
+
+    def factories(available):
+        return {'tensorrt': lambda c, d: open_tensorrt(
+                    c, d, tmp_path, meta, 'fp16', cache, CUDA),
+                'onnxruntime': lambda c, d: open_onnxruntime(c, d, tmp_path, meta,
+                                                             available=available),
+                'torch': torch_factory}
+
+    _, choice = choose('unet', 'tensorrt', CUDA, factories(['CPUExecutionProvider']))
+    assert (choice.backend, choice.device) == ('torch', 'cuda')
+    assert 'onnxruntime/cuda' in choice.skipped[1] and 'CPU-only' in choice.skipped[1]
+    _, choice = choose('unet', 'onnxruntime', CUDA, factories(['CPUExecutionProvider']))
+    assert (choice.backend, choice.device) == ('torch', 'cuda')
+    # A CPU request takes the CPU provider (a real session here).
+    runner, choice = choose('unet', 'onnxruntime', CPU,
+                            factories(['CUDAExecutionProvider', 'CPUExecutionProvider']))
+    assert (choice.backend, choice.device) == ('onnxruntime', 'cpu')
+    assert runner.providers == ['CPUExecutionProvider']
+
+
+def test_guards_blame_the_unet_for_a_nan_latent(caplog):
+    from densepred_ros.models.backends import NonFiniteError
+    nan_latent = torch.full((1, 4, 2, 2), float('nan'))
+    unet = FiniteGuard(lambda x: nan_latent, lambda: (lambda x: torch.zeros(1, 4, 2, 2)),
+                       name='unet')
+    decoder = FiniteGuard(lambda x: x + 1.0, lambda: (lambda x: x - 1.0), name='vae_decoder')
+    with caplog.at_level(logging.WARNING, logger='densepred_ros.backends'):
+        out = decoder(unet(torch.zeros(1, 8, 2, 2)))
+    assert torch.equal(out, torch.ones(1, 4, 2, 2))
+    assert unet.tripped and not decoder.tripped
+    assert 'unet produced 16 non-finite values from finite inputs' in caplog.text
+    assert 'vae_decoder' not in caplog.text
+    # Fed a NaN latent directly, the decoder refuses the blame and does not switch.
+    decoder = FiniteGuard(lambda x: x + 1.0, lambda: (lambda x: x - 1.0), name='vae_decoder')
+    with pytest.raises(NonFiniteError, match='earlier component') as info:
+        decoder(nan_latent)
+    assert info.value.component == 'upstream' and not decoder.tripped
+    # No safe runner: a clear error naming the component, never NaN passed on.
+    bare = FiniteGuard(lambda x: nan_latent, None, name='unet')
+    with pytest.raises(NonFiniteError, match='no fp32 fallback') as info:
+        bare(torch.zeros(1))
+    assert info.value.component == 'unet'
+
+
+def test_fp16_predictor_guards_unet_and_decoder(checkpoints, caplog):
+    predictor = load_predictor(str(checkpoints['lotus_g']), PredictorOptions(
+        device='cpu', dtype='fp16', processing_resolution=0))
+    unet, decoder = predictor.components['unet'], predictor.components['vae_decoder']
+    assert isinstance(unet, FiniteGuard) and isinstance(decoder, FiniteGuard)
+    assert not isinstance(predictor.components['vae_encoder'], FiniteGuard)
+    rgb = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    unet.primary = lambda *tensors: torch.full((1, 4, 4, 4), float('nan'))
+    with caplog.at_level(logging.WARNING, logger='densepred_ros.backends'):
+        values = predictor.predict(rgb).values
+    assert np.isfinite(values).all()
+    assert unet.tripped and not decoder.tripped and 'unet produced' in caplog.text
+
+
+def test_per_component_engine_precision_and_plain_helpers():
+    from densepred_ros.models.backends import (
+        built_precision, check_alignment, parse_precision_spec, workspace_bytes)
+    assert parse_precision_spec('unet=fp16,vae_decoder=fp32') == {
+        'vae_encoder': 'fp16', 'unet': 'fp16', 'vae_decoder': 'fp32'}
+    assert set(parse_precision_spec('').values()) == {'fp16'}
+    for bad in ('int8', 'unet=int8', 'text=fp16', 'unet=fp16,unet=fp32'):
+        with pytest.raises(ValueError, match='engine_precision'):
+            PredictorOptions(engine_precision=bad)
+    gib = 1 << 30
+    assert workspace_bytes(8 * gib) == gib                 # 8 GB Jetson: an eighth
+    assert workspace_bytes(80 * gib) == 4 * gib            # capped
+    assert workspace_bytes(gib) == 256 << 20               # floor
+    assert built_precision(10, 'fp16', 'fp32') == 'fp16'
+    assert built_precision(11, 'fp16', 'fp32') == 'fp32'   # strongly typed: the ONNX's
+    check_alignment('unet', 'x0', 512)
+    with pytest.raises(RuntimeError, match='256-byte'):
+        check_alignment('unet', 'x0', 512 + 64)
+
+
+@pytest.mark.parametrize('require, code', [([], 0), (['--require-gpu'], 1)])
+def test_gpu_check_without_cuda_says_so_and_exits_cleanly(require, code):
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHON=sys.executable)
+    result = subprocess.run(['bash', str(root / 'scripts' / 'gpu_check.sh')] + require,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert 'no CUDA device is visible to torch' in result.stdout
+    assert 'Traceback' not in result.stderr

@@ -266,3 +266,52 @@ def test_offline_hub_id_names_what_to_download(monkeypatch):
     message = str(info.value)
     assert 'jingheya/lotus-depth-g-v2-1-disparity' in message
     assert 'huggingface-cli download' in message
+
+
+@pytest.mark.parametrize('field, value', [
+    ('dtype', 'fp8'), ('latent', 'median'), ('device', 'tpu'), ('device', 'cuda:x'),
+    ('threads', -1), ('ensemble_size', 0), ('steps', 0), ('processing_resolution', -1),
+    ('backend', 'unet=trt'), ('engine_precision', 'int8'), ('ort_providers', 'CUDA'),
+])
+def test_options_check_themselves_when_made(field, value):
+    with pytest.raises(ValueError, match=field.split('_')[0]) as info:
+        PredictorOptions(**{field: value})
+    assert repr(value).strip("'") in str(info.value) or str(value) in str(info.value)
+
+
+def test_one_table_maps_node_parameters_and_cli_onto_options():
+    import argparse
+    import dataclasses
+
+    from densepred_ros import cli, params
+    from densepred_ros.models.base import OPTION_FIELDS, options_from
+
+    assert [f.name for f in OPTION_FIELDS] == [
+        f.name for f in dataclasses.fields(PredictorOptions)]
+    config = params.NodeConfig.from_parameters({'model.path': '/m', 'model.threads': 3,
+                                                'model.export_dir': '/e',
+                                                'model.backend': 'unet=tensorrt'})
+    node = config.model.predictor_options()
+    names = {p.name for p in params.PARAMETERS}
+    for field in OPTION_FIELDS:
+        if field.node:
+            assert f'model.{field.name}' in names
+            assert getattr(node, field.name) == getattr(config.model, field.name)
+    assert node.threads == 3 and node.backend == 'unet=tensorrt'
+    assert config.model.predictor_options(normals=True).backend == 'torch'  # no export
+    args = cli.build_parser().parse_args(['predict', '--model', 'm', '--threads', '2',
+                                          '--latent', 'sample', '--input', 'x.png',
+                                          '--output', 'o'])
+    from_cli = options_from(args, 'cli')
+    assert (from_cli.threads, from_cli.latent) == (2, 'sample')
+    with pytest.raises(ValueError, match='ensemble_size'):
+        options_from(argparse.Namespace(**{**vars(args), 'ensemble_size': 0}), 'cli')
+
+
+def test_space_names_have_one_definition():
+    from densepred_ros import alignment, spaces
+    from densepred_ros.models import base, checkpoint
+
+    assert alignment.SPACES is spaces.DEPTH_SPACES
+    assert base.SPACES is spaces.SPACES and base.DEPTH_SPACES is spaces.DEPTH_SPACES
+    assert checkpoint.SPACES is spaces.SPACES

@@ -18,7 +18,6 @@ The classic TorchScript exporter (`dynamo=False`) and opset 17 are used, which T
 """
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,85 +27,27 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import warnings
 
-# torch is imported inside the functions that need it, so that `densepred --help` stays fast.
+from densepred_ros.models.base import COMPONENTS, ExportError, PredictorOptions
+from densepred_ros.models.checkpoint import (
+    default_resolution, file_sha256, resolve_checkpoint, weights_fingerprint)
+from densepred_ros.models.components import MODULES
+from densepred_ros.models.export_format import (
+    FORMAT_VERSION, INPUT_NAMES, METADATA, onnx_io, OPSET, OUTPUT_NAMES, padded_size,
+    parse_components, PRECISIONS, PROTOBUF_LIMIT, read_metadata)
+from densepred_ros.models.loading import load_predictor
+from densepred_ros.models.runtime import processing_size
+import torch
 
-OPSET = 17
-COMPONENTS = ('vae_encoder', 'unet', 'vae_decoder')
-METADATA = 'densepred_export.json'
-PRECISIONS = ('fp32', 'fp16')
-PROTOBUF_LIMIT = 2 ** 31 - 2 ** 20   # bytes; larger models keep their weights in a .data file
-FORMAT_VERSION = 1
-
-INPUT_NAMES = {
-    'vae_encoder': ['image'],
-    'unet': ['sample', 'timestep', 'encoder_hidden_states', 'class_labels'],
-    'vae_decoder': ['latent'],
-}
-OUTPUT_NAMES = {'vae_encoder': ['moments'], 'unet': ['x0'], 'vae_decoder': ['decoded']}
-
-
-class ExportError(RuntimeError):
-    """An export folder is missing, inconsistent or does not fit the request."""
-
-
-def padded_size(height: int, width: int, multiple: int) -> Tuple[int, int]:
-    """Return (height, width) rounded up to a multiple of `multiple` (8, 16, 32 or 64)."""
-    if multiple not in (8, 16, 32, 64):
-        raise ValueError(f'pad multiple must be 8, 16, 32 or 64, got {multiple}')
-    if height < 8 or width < 8:
-        raise ValueError(f'processing size must be at least 8×8, got {width}×{height}')
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
-
-
-def parse_components(text: str) -> List[str]:
-    """Parse 'unet,vae_encoder,vae_decoder' (any subset, any order) into a checked list."""
-    names = [n.strip() for n in str(text).split(',') if n.strip()]
-    unknown = [n for n in names if n not in COMPONENTS]
-    if unknown or not names:
-        raise ValueError(f'components must be a comma list of {", ".join(COMPONENTS)}, '
-                         f'got {text!r}')
-    return [c for c in COMPONENTS if c in names]
-
-
-def file_sha256(path: os.PathLike) -> str:
-    """Return the hex SHA-256 of an ONNX file together with its external-data file if any."""
-    digest = hashlib.sha256()
-    for part in (Path(path), Path(str(path) + '.data')):
-        if part.is_file():
-            with open(part, 'rb') as stream:
-                for block in iter(lambda: stream.read(1 << 24), b''):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_fingerprint(checkpoint: os.PathLike, components: Sequence[str] = ('unet', 'vae'),
-                        sample: int = 65536) -> str:
-    """Return a hex digest identifying the weights of a checkpoint folder's UNet and VAE.
-
-    Hashes every weight file's name, size and first and last `sample` bytes (the
-    safetensors header and both ends of the data), so telling two fine-tunes of one
-    architecture apart takes milliseconds even for gigabyte files. '' when the folder
-    holds no weight files (e.g. models built in memory).
-    """
-    digest = hashlib.sha256()
-    found = False
-    for component in components:
-        folder = Path(checkpoint) / component
-        files = sorted(p for p in folder.glob('*') if p.suffix in ('.safetensors', '.bin'))
-        for path in files:
-            size = path.stat().st_size
-            digest.update(f'{component}/{path.name}:{size}'.encode())
-            with open(path, 'rb') as handle:
-                digest.update(handle.read(sample))
-                handle.seek(max(0, size - sample))
-                digest.update(handle.read(sample))
-            found = True
-    return digest.hexdigest() if found else ''
+__all__ = [
+    'add_arguments', 'COMPONENTS', 'example_inputs', 'export_component', 'export_lotus',
+    'export_size', 'ExportError', 'file_sha256', 'FORMAT_VERSION', 'INPUT_NAMES', 'METADATA',
+    'onnx_io', 'OPSET', 'OUTPUT_NAMES', 'padded_size', 'parse_components', 'PRECISIONS',
+    'PROTOBUF_LIMIT', 'read_metadata', 'run', 'weights_fingerprint',
+]
 
 
 def example_inputs(component: str, predictor, padded: Tuple[int, int]) -> tuple:
     """Return float32 CPU example torch tensors of the exported shapes for one component."""
-    import torch
     latent = (padded[0] // 8, padded[1] // 8)
     channels = predictor.vae.config.latent_channels
     generator = torch.Generator('cpu').manual_seed(0)
@@ -120,12 +61,8 @@ def example_inputs(component: str, predictor, padded: Tuple[int, int]) -> tuple:
 
 
 def _module(component: str, predictor, dtype):
-    from densepred_ros.models.backends import UNetModule, VaeDecoderModule, VaeEncoderModule
-    if component == 'unet':
-        return UNetModule(predictor.unet.to('cpu', dtype)).eval()
-    if component == 'vae_encoder':
-        return VaeEncoderModule(predictor.vae.to('cpu', dtype)).eval()
-    return VaeDecoderModule(predictor.vae.to('cpu', dtype)).eval()
+    weights = predictor.unet if component == 'unet' else predictor.vae
+    return MODULES[component](weights.to('cpu', dtype)).eval()
 
 
 def export_component(module, inputs: Sequence, path: Path,
@@ -137,8 +74,7 @@ def export_component(module, inputs: Sequence, path: Path,
     protobuf limit; the graph is therefore exported to a scratch folder and saved again
     with at most one external-data file next to it.
     """
-    import onnx
-    import torch
+    import onnx   # heavy optional library
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         raw = Path(scratch) / path.name
@@ -186,8 +122,6 @@ def export_lotus(checkpoint: str, height: int, width: int, output: os.PathLike,
     Returns:
         The metadata written to `output/densepred_export.json`.
     """
-    import torch
-    from densepred_ros.models import load_predictor, PredictorOptions
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     components = parse_components(','.join(components))
@@ -253,8 +187,6 @@ def export_size(model: str, height: Optional[int], width: Optional[int],
         image_size: (width, height) of the camera images.
         processing_resolution: longest processing edge; None = the checkpoint's default.
     """
-    from densepred_ros.models.loading import default_resolution, resolve_checkpoint
-    from densepred_ros.models.runtime import processing_size
     if image_size is None:
         if height is None or width is None:
             raise ValueError('give --height and --width (the processing size) or '
@@ -265,30 +197,6 @@ def export_size(model: str, height: Optional[int], width: Optional[int],
     if processing_resolution is None:
         processing_resolution = default_resolution(resolve_checkpoint(model))
     return processing_size(int(image_size[1]), int(image_size[0]), processing_resolution)
-
-
-def read_metadata(folder: os.PathLike) -> Dict:
-    """Read and check `densepred_export.json` in an export folder.
-
-    Raises:
-        ExportError: the file is missing, not JSON, of another format version, or names
-            an ONNX file that is not there.
-    """
-    folder = Path(folder)
-    path = folder / METADATA
-    if not path.is_file():
-        raise ExportError(f'{folder} is not an export folder: {METADATA} is missing '
-                          '(create it with `densepred export`)')
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f'{path} is not valid JSON: {exc}') from exc
-    if not isinstance(meta, dict) or meta.get('format') != FORMAT_VERSION:
-        raise ExportError(f'{path}: unsupported export format {meta.get("format")!r}')
-    for name, entry in meta.get('components', {}).items():
-        if not (folder / entry['file']).is_file():
-            raise ExportError(f'{path} names {entry["file"]} for {name}, which is missing')
-    return meta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,14 +236,3 @@ def run(args: argparse.Namespace) -> int:
                  allow_pickle=args.allow_pickle)
     print(f'wrote {Path(args.output) / METADATA}')
     return 0
-
-
-def onnx_io(path: os.PathLike) -> Dict[str, List[Optional[int]]]:
-    """Return {tensor name: shape} of an ONNX file's graph inputs and outputs."""
-    import onnx
-    model = onnx.load(str(path), load_external_data=False)
-    shapes = {}
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = [d.dim_value if d.HasField('dim_value') else None for d in dims]
-    return shapes

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 from densepred_ros.models import backends, runtime
-from densepred_ros.models.backends import UNetModule, VaeDecoderModule, VaeEncoderModule
-from densepred_ros.models.base import ModelSpec, NORMALS, Prediction, PredictorOptions
-from densepred_ros.models.export import read_metadata, weights_fingerprint
-from densepred_ros.models.loading import CheckpointError, default_resolution
+from densepred_ros.models.base import (
+    CheckpointError, COMPONENTS, ModelSpec, NORMALS, parse_backend_spec,
+    parse_precision_spec, Prediction, PredictorOptions)
+from densepred_ros.models.checkpoint import default_resolution, weights_fingerprint
+from densepred_ros.models.components import MODULES
+from densepred_ros.models.export_format import read_metadata
 import numpy as np
 import torch
 
@@ -82,6 +84,8 @@ class LotusPredictor:
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f'cannot load Lotus components from {path}: {exc}') from exc
         self.weights_fingerprint = weights_fingerprint(path)
+        self._checkpoint: Optional[Path] = Path(path)   # to reload an fp32 UNet if needed
+        self._safetensors = safetensors
         self._setup(unet, vae, scheduler, prompt_embeds, space, options, device, dtype,
                     source or str(path), default_resolution(path), str(path))
 
@@ -100,16 +104,13 @@ class LotusPredictor:
         self = cls.__new__(cls)
         device, dtype = self._check_options(options)
         self.weights_fingerprint = ''
+        self._checkpoint, self._safetensors = None, True
         self._setup(unet, vae, scheduler, prompt_embeds, space, options, device, dtype,
                     source, default_processing_resolution, source)
         return self
 
     def _check_options(self, options: PredictorOptions) -> Tuple[torch.device, torch.dtype]:
-        if options.latent not in ('mean', 'sample'):
-            raise ValueError(f"latent must be 'mean' or 'sample', got {options.latent!r}")
-        if options.threads < 0:
-            raise ValueError(f'threads must be >= 0, got {options.threads}')
-        backends.parse_backend_spec(options.backend)   # fail early on a bad request
+        # The options checked themselves; what remains depends on this machine.
         device = runtime.resolve_device(options.device)
         return device, runtime.resolve_dtype(runtime.resolve_auto_dtype(options.dtype, device))
 
@@ -150,7 +151,7 @@ class LotusPredictor:
         self.pad_multiple = VAE_MULTIPLE
         self.export_size: Optional[Tuple[int, int]] = None
         self.components, self.backend_choices = self._open_components(
-            backends.parse_backend_spec(options.backend))
+            parse_backend_spec(options.backend))
 
     @property
     def processing_resolution(self) -> int:
@@ -185,30 +186,67 @@ class LotusPredictor:
                                  'export this checkpoint again')
             self.pad_multiple = int(meta['pad_multiple'])
             self.export_size = (int(meta['height']), int(meta['width']))
+        precisions = parse_precision_spec(self.options.engine_precision)
         factories = {'torch': self._torch_runner}
         if meta is not None:
             providers = [p.strip() for p in self.options.ort_providers.split(',') if p.strip()]
             cache = backends.EngineCache(self.options.engine_cache_dir
                                          or backends.DEFAULT_CACHE)
             factories['onnxruntime'] = lambda c, d: backends.open_onnxruntime(
-                c, d, folder, meta, providers, self.options.threads, cache.root)
+                c, d, folder, meta, providers, self.options.threads, cache.root,
+                device=self.device, precision=precisions[c])
             factories['tensorrt'] = lambda c, d: backends.open_tensorrt(
-                c, d, folder, meta, self.options.engine_precision, cache, self.device,
+                c, d, folder, meta, precisions[c], cache, self.device,
                 rebuild=self.options.rebuild_engines)
+        if self.device.type == 'cuda' and 'tensorrt' in requested.values():
+            # Engines are built with the torch copies off the device (Jetson: the GPU and
+            # the CPU share memory); a torch runner chosen below moves its module back.
+            self.unet.to('cpu')
+            self.vae.to('cpu')
+            torch.cuda.empty_cache()
         runners, choices = {}, {}
-        for component in backends.COMPONENTS:
+        for component in COMPONENTS:
             runners[component], choices[component] = backends.choose(
                 component, requested[component], self.device, factories)
-        decoder = choices['vae_decoder']
-        reduced = (decoder.backend == 'tensorrt' and self.options.engine_precision == 'fp16'
-                   or decoder.backend == 'onnxruntime' and meta.get('precision') == 'fp16')
-        if reduced:
-            runners['vae_decoder'] = backends.FiniteGuard(
-                runners['vae_decoder'], lambda: self._torch_runner(
-                    'vae_decoder', self.device.type, torch.float32)[0])
+        for component in ('unet', 'vae_decoder'):
+            if self._reduced_precision(choices[component], runners[component], meta,
+                                       precisions[component]):
+                runners[component] = backends.FiniteGuard(
+                    runners[component], self._safe_factory(component), name=component)
         if choices['unet'].backend != 'torch':
             self.unet = None   # the torch UNet is not used: free its memory
         return runners, choices
+
+    def _reduced_precision(self, choice, runner, meta: Optional[Dict],
+                           precision: str) -> bool:
+        """Return True when a component runs in fp16 (it may overflow: guard it)."""
+        if choice.backend == 'tensorrt':
+            return getattr(runner, 'precision', precision) == 'fp16'
+        if choice.backend == 'onnxruntime':
+            return (meta or {}).get('precision') == 'fp16' or (
+                precision == 'fp16' and 'TensorrtExecutionProvider' in choice.detail)
+        return self.dtype == torch.float16 and choice.device == self.device.type
+
+    def _safe_factory(self, component: str) -> Callable[[], Callable]:
+        """Return a factory of the fp32 torch runner that replaces an overflowing one."""
+        def make() -> Callable:
+            if component == 'unet' and self.unet is None:
+                return self._reloaded_unet()
+            return self._torch_runner(component, self.device.type, torch.float32)[0]
+        return make
+
+    def _reloaded_unet(self) -> Callable:
+        """Load the UNet again in fp32 from the checkpoint (its torch copy was released)."""
+        from diffusers import UNet2DConditionModel   # heavy optional library
+        if self._checkpoint is None:
+            raise backends.NonFiniteError(
+                'unet', 'the unet produced non-finite values and no fp32 copy can be loaded '
+                '(the predictor was built from modules in memory)')
+        unet = UNet2DConditionModel.from_pretrained(
+            self._checkpoint, subfolder='unet', use_safetensors=self._safetensors,
+            torch_dtype=torch.float32).to(self.device).eval()
+        wrapper = MODULES['unet'](unet)
+        return lambda *tensors: wrapper(*[t.to(self.device) for t in tensors])
 
     def _torch_runner(self, component: str, device_type: str,
                       dtype: Optional[torch.dtype] = None) -> Tuple[Callable, str]:
@@ -222,8 +260,9 @@ class LotusPredictor:
             module = copy.deepcopy(module).to(device, dtype or torch.float32)
             module.to(memory_format=torch.contiguous_format)
             channels_last = False
-        wrapper = {'unet': UNetModule, 'vae_encoder': VaeEncoderModule,
-                   'vae_decoder': VaeDecoderModule}[component](module)
+        else:
+            module.to(device)   # back on the device if it was moved off for an engine build
+        wrapper = MODULES[component](module)
 
         def run(*tensors: torch.Tensor) -> torch.Tensor:
             tensors = [t.to(device) for t in tensors]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from densepred_ros.models import runtime
 from densepred_ros.models.base import (
-    ModelSpec, NORMALS, parse_backend_spec, Prediction, PredictorOptions)
-from densepred_ros.models.loading import CheckpointError
+    CheckpointError, ModelSpec, NORMALS, parse_backend_spec, Prediction, PredictorOptions)
 import numpy as np
 import torch
 
@@ -29,13 +28,9 @@ class MarigoldPredictor:
                  allow_pickle: bool = False) -> None:
         from diffusers import MarigoldDepthPipeline, MarigoldNormalsPipeline
 
-        if options.ensemble_size < 1:
-            raise ValueError(f'ensemble_size must be >= 1, got {options.ensemble_size}')
         if options.ensemble_size > 1 and importlib.util.find_spec('scipy') is None:
             raise ValueError('Marigold ensembling (ensemble_size > 1) needs scipy: '
                              'pip install scipy')
-        if options.steps is not None and options.steps < 1:
-            raise ValueError(f'steps must be >= 1, got {options.steps}')
         if set(parse_backend_spec(options.backend).values()) != {'torch'}:
             raise ValueError(f'backend {options.backend!r}: Marigold runs on torch only '
                              '(ONNX Runtime and TensorRT are offered for Lotus checkpoints)')

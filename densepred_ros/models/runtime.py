@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+TORCH_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,9 +26,9 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str) -> torch.dtype:
     """Map 'fp32', 'fp16' or 'bf16' to a torch dtype."""
-    if name not in DTYPES:
-        raise ValueError(f'dtype must be one of {sorted(DTYPES)}, got {name!r}')
-    return DTYPES[name]
+    if name not in TORCH_DTYPES:
+        raise ValueError(f'dtype must be one of {sorted(TORCH_DTYPES)}, got {name!r}')
+    return TORCH_DTYPES[name]
 
 
 def resolve_auto_dtype(name: str, device: torch.device) -> str:

@@ -29,6 +29,10 @@ from typing import Callable, Dict, Optional, Tuple
 
 from densepred_ros.models.base import DEPTH_SPACES, DISPARITY, NORMALS, PredictorOptions
 from densepred_ros.models.base import SPACES
+from densepred_ros.models.checkpoint import LOTUS_CLASS_NAMES
+from densepred_ros.models.checkpoint_writer import (
+    byte_text_encoder, sd2_ddim_scheduler, write_byte_tokenizer, write_densepred_config,
+    write_model_index)
 from densepred_ros.models.lotus import encode_empty_prompt, task_embedding, TIMESTEP
 from densepred_ros.training import dataset
 from densepred_ros.training.configs import (
@@ -424,8 +428,6 @@ def save_checkpoint(path: Path, unet, vae, text_encoder, tokenizer, scheduler, v
                     space: str, processing_resolution: int,
                     state: Optional[dict] = None) -> Path:
     """Write a complete Lotus checkpoint (safetensors) that `load_predictor` reads."""
-    from densepred_ros.testing import (
-        _write_model_index, LOTUS_CLASS_NAMES, write_densepred_config)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(path / 'unet', safe_serialization=True)
@@ -433,7 +435,7 @@ def save_checkpoint(path: Path, unet, vae, text_encoder, tokenizer, scheduler, v
     text_encoder.save_pretrained(path / 'text_encoder', safe_serialization=True)
     tokenizer.save_pretrained(path / 'tokenizer')
     scheduler.save_pretrained(path / 'scheduler')
-    _write_model_index(path, LOTUS_CLASS_NAMES[variant])
+    write_model_index(path, LOTUS_CLASS_NAMES[variant])
     write_densepred_config(path, space, processing_resolution)
     if state is not None:
         partial = path / (STATE_FILE + '.partial')
@@ -456,16 +458,14 @@ def _prompt_parts(source: Optional[Path], tmp: Path):
         return (CLIPTokenizer.from_pretrained(source, subfolder='tokenizer'),
                 CLIPTextModel.from_pretrained(source, subfolder='text_encoder',
                                               use_safetensors=True))
-    from densepred_ros.testing import _tiny_text_encoder, write_tiny_tokenizer
-    write_tiny_tokenizer(tmp / 'tokenizer')
-    return CLIPTokenizer.from_pretrained(tmp / 'tokenizer'), _tiny_text_encoder()
+    write_byte_tokenizer(tmp / 'tokenizer')
+    return CLIPTokenizer.from_pretrained(tmp / 'tokenizer'), byte_text_encoder()
 
 
 def _lotus_scheduler(source: Optional[Path]):
     from diffusers import DDIMScheduler
     if source is None:
-        from densepred_ros.testing import _ddim_scheduler
-        return _ddim_scheduler('sample')
+        return sd2_ddim_scheduler('sample')
     base = DDIMScheduler.from_pretrained(source, subfolder='scheduler')
     return DDIMScheduler.from_config(base.config, prediction_type='sample')
 
