@@ -26,21 +26,22 @@ Faults (see the README's Reliability section):
   inference is waited for at most `EXIT_JOIN_TIMEOUT` s before the process exits 0.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import os
 import signal
 import sys
 import threading
-import time
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
-from densepred_ros import decode, encode, geometry
-from densepred_ros.alignment import AlignmentConfig, TemporalAligner
-from densepred_ros.camera import (
-    CameraModel, extrinsic_from_xyz_quat, project_points, transform_points)
+from densepred_ros import decode
+from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.diagnostics import NodeStatistics
 from densepred_ros.holder import LatestHolder, StampedBuffer
-from densepred_ros.params import ConfigError, declare_parameters, NodeConfig, OutputConfig
+from densepred_ros.messages import (
+    CAMERA_INFO, decode_camera_and_scan, DIAGNOSTICS, encode_outputs, IMAGE, LIDAR,
+    OUTPUT_TYPES, stamp_seconds)
+from densepred_ros.params import ConfigError, declare_parameters, NodeConfig
+from densepred_ros.pipeline import DepthPipeline, Inference, load_pipeline, STAGES, timed
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 import rclpy
@@ -57,26 +58,10 @@ try:
 except ImportError:  # tf2_ros comes with a ROS distro, not with the PyPI message wheels
     tf2_ros = None
 
-DEPTH_IMAGE = 'depth/image'
-DEPTH_INFO = 'depth/camera_info'
-DEPTH_RELATIVE = 'depth/relative'
-DEPTH_COLOR = 'depth/color'
-NORMALS_IMAGE = 'normals/image'
-NORMALS_COLOR = 'normals/color'
-POINTS = 'points'
-OUTPUT_TYPES = {
-    DEPTH_IMAGE: Image, DEPTH_INFO: CameraInfo, DEPTH_RELATIVE: Image, DEPTH_COLOR: Image,
-    NORMALS_IMAGE: Image, NORMALS_COLOR: Image, POINTS: PointCloud2,
-}
 SCAN_BUFFER = 20
 WORKER_POLL = 0.1
 STOP_JOIN_TIMEOUT = 2.0
 EXIT_JOIN_TIMEOUT = 1.0
-
-
-def stamp_seconds(stamp: Any) -> float:
-    """Return a builtin_interfaces/Time as seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 @dataclass(frozen=True)
@@ -88,160 +73,20 @@ class FrameInput:
 
 
 @dataclass
-class FrameOutput:
-    """What `DepthPipeline.process` produced for one frame.
+class InferredFrame:
+    """A frame after inference, waiting for the rest of the pipeline.
 
     Attributes:
-        messages: output topic → message, only for the topics that were computed.
-        aligned: True when metric depth was published.
-        alignment_reason: why not aligned ('' when aligned).
-        alignment: the AlignmentResult, when a fit was attempted.
-        inference_time: seconds spent in the model(s).
-        input_errors: why a camera_info or scan could not be used (the frame went on
-            without it).
+        frame: the input messages.
+        inference: what the model(s) produced (with the decode and predict times).
+        stamp: the image stamp on the node's clock.
+        reset_alignment: the image stamps jumped back just before this frame.
     """
 
-    messages: Dict[str, Any] = field(default_factory=dict)
-    aligned: bool = False
-    alignment_reason: str = ''
-    alignment: Any = None
-    inference_time: float = 0.0
-    input_errors: List[str] = field(default_factory=list)
-
-
-class DepthPipeline:
-    """The per-frame work, free of rclpy: messages in, messages out.
-
-    Args:
-        predictor: the depth or disparity model (`models.Predictor`).
-        output: point cloud settings.
-        aligner: metric alignment with a temporal prior, or None to never align.
-        normals_predictor: optional normals model; without it normals come from the
-            metric depth.
-    """
-
-    def __init__(self, predictor: Any, output: OutputConfig,
-                 aligner: Optional[TemporalAligner] = None,
-                 normals_predictor: Any = None) -> None:
-        """Keep the models and settings."""
-        self.predictor = predictor
-        self.output = output
-        self.aligner = aligner
-        self.normals_predictor = normals_predictor
-
-    def process(self, image: Image, camera_info: Optional[CameraInfo],
-                scan: Optional[PointCloud2] = None, T_cam_lidar: Optional[np.ndarray] = None,
-                wanted: Optional[Set[str]] = None,
-                no_scan_reason: str = 'no lidar scan') -> FrameOutput:
-        """Run one frame.
-
-        Args:
-            image: the camera image (see `decode.image_to_rgb` for encodings).
-            camera_info: its camera; without it there is no alignment, no metric output
-                and no depth/camera_info.
-            scan: the lidar scan paired with the image, or None.
-            T_cam_lidar: 4×4 transform taking scan points into the camera optical frame.
-            wanted: output topics to compute (None: all).
-            no_scan_reason: alignment status reported when scan is None.
-
-        Returns:
-            The output messages, all carrying the image's header.
-
-        Raises:
-            decode.DecodeError: the image cannot be decoded. A camera_info or scan that
-                cannot be used is reported in `FrameOutput.input_errors` instead, and the
-                frame goes on without it.
-        """
-        wanted = set(OUTPUT_TYPES) if wanted is None else wanted
-        out = FrameOutput()
-        header = image.header
-        # 1. Decode.
-        rgb = decode.image_to_rgb(image)
-        height, width = rgb.shape[:2]
-        camera = None
-        if camera_info is not None:
-            try:
-                camera = decode.camera_info_to_model(camera_info).scaled_to(width, height)
-            except ValueError as exc:  # DecodeError, or a size the model rejects
-                out.input_errors.append(f'camera_info unusable: {exc}')
-
-        # 2. Predict: H×W affine-invariant depth, disparity or log-depth in [0, 1].
-        start = time.perf_counter()
-        prediction = self.predictor.predict(rgb)
-        out.inference_time = time.perf_counter() - start
-        relative = prediction.values
-
-        # 3. Align to the lidar: project the scan, fit scale and shift.
-        metric = self._align(relative, camera, scan, T_cam_lidar, no_scan_reason, out)
-
-        # 4. Normals: from the normals model, else from the metric depth.
-        normals = None
-        if wanted & {NORMALS_IMAGE, NORMALS_COLOR}:
-            if self.normals_predictor is not None:
-                start = time.perf_counter()
-                normals = self.normals_predictor.predict(rgb).values
-                out.inference_time += time.perf_counter() - start
-            elif metric is not None:
-                normals = geometry.normals_from_depth(metric, camera)
-
-        # 5. Encode.
-        msgs = out.messages
-        if DEPTH_RELATIVE in wanted:
-            msgs[DEPTH_RELATIVE] = encode.depth_to_image(relative, header)
-        if DEPTH_COLOR in wanted:
-            shown = metric if metric is not None else self._nearness_order(relative)
-            msgs[DEPTH_COLOR] = encode.rgb_to_image(geometry.colorize_depth(shown), header)
-        if camera is not None and DEPTH_INFO in wanted:
-            msgs[DEPTH_INFO] = encode.camera_info_for(camera, header, width, height)
-        if metric is not None and DEPTH_IMAGE in wanted:
-            msgs[DEPTH_IMAGE] = encode.depth_to_image(metric, header)
-        if normals is not None and NORMALS_IMAGE in wanted:
-            msgs[NORMALS_IMAGE] = encode.normals_to_image(normals, header)
-        if normals is not None and NORMALS_COLOR in wanted:
-            msgs[NORMALS_COLOR] = encode.rgb_to_image(geometry.colorize_normals(normals),
-                                                      header)
-        if metric is not None and POINTS in wanted and self.output.publish_points:
-            msgs[POINTS] = self._points(metric, camera, rgb, header)
-        return out
-
-    def _align(self, relative: np.ndarray, camera: Optional[CameraModel],
-               scan: Optional[PointCloud2], T_cam_lidar: Optional[np.ndarray],
-               no_scan_reason: str, out: FrameOutput) -> Optional[np.ndarray]:
-        """Return H×W metric depth (metres, REP 118) or None, recording why in out."""
-        if self.aligner is None:
-            out.alignment_reason = 'alignment disabled'
-            return None
-        if camera is None:
-            out.alignment_reason = 'no usable camera_info'
-            return None
-        if scan is None or T_cam_lidar is None:
-            out.alignment_reason = no_scan_reason
-            return None
-        try:
-            points = decode.pointcloud2_to_xyz(scan)
-        except decode.DecodeError as exc:
-            out.input_errors.append(f'lidar scan unusable: {exc}')
-            out.alignment_reason = 'lidar scan unusable'
-            return None
-        points = transform_points(points, T_cam_lidar)
-        uv, z = project_points(points, camera)
-        result = self.aligner.align(relative, uv, z)
-        out.alignment = result
-        out.aligned = result.ok
-        out.alignment_reason = result.reason
-        return result.depth if result.ok else None
-
-    def _nearness_order(self, relative: np.ndarray) -> np.ndarray:
-        """Return relative values ordered like depth (larger = farther) for display."""
-        return -relative if self.predictor.spec.space == 'disparity' else relative
-
-    def _points(self, depth: np.ndarray, camera: CameraModel, rgb: np.ndarray,
-                header: Any) -> PointCloud2:
-        stride = self.output.points_stride
-        points = geometry.depth_to_points(depth, camera, stride=stride,
-                                          max_depth=self.output.max_depth)
-        colors = rgb[::stride, ::stride] if self.output.points_color else None
-        return encode.points_to_pointcloud2(points, header, colors)
+    frame: FrameInput
+    inference: Inference
+    stamp: Time
+    reset_alignment: bool
 
 
 def make_qos(reliability: str, depth: int) -> QoSProfile:
@@ -284,6 +129,7 @@ class DepthNode(Node):
         self._scans: StampedBuffer[PointCloud2] = StampedBuffer(SCAN_BUFFER)
         self._camera_info: Optional[CameraInfo] = None
         self._worker: Optional[threading.Thread] = None
+        self._inferred: Optional[InferredFrame] = None
         self._stop = threading.Event()
         self._tf_buffer = None
         self._tf_listener = None
@@ -319,39 +165,50 @@ class DepthNode(Node):
         """
         try:
             config = NodeConfig.from_node(self)
-            self._pipeline = self._load_pipeline(config)
-        except ConfigError as exc:
-            self.last_error = f'configure failed: {exc}'
+            self._pipeline = load_pipeline(config)
+            self._configure(config)
+        except Exception as exc:  # any failure is a FAILURE with its reason, not a crash
+            if isinstance(exc, ConfigError):
+                self.last_error = f'configure failed: {exc}'
+            elif self._pipeline is None:
+                self.last_error = (f'configure failed: cannot load the model: '
+                                   f'{type(exc).__name__}: {exc}')
+            else:
+                self.last_error = f'configure failed: {type(exc).__name__}: {exc}'
             self.get_logger().error(self.last_error)
-            return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # any failed load is a FAILURE, not a crash
-            self.last_error = (f'configure failed: cannot load the model: '
-                               f'{type(exc).__name__}: {exc}')
-            self.get_logger().error(self.last_error)
+            self._release()
             return TransitionCallbackReturn.FAILURE
         self.last_error = ''
+        self._state_label = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self, config: NodeConfig) -> None:
+        """Create the publishers, timer and tf listener, and log what runs the models."""
         self.config = config
-        self.stats = NodeStatistics()
+        self.stats = NodeStatistics(stages=STAGES)
         self._extrinsic = extrinsic_from_xyz_quat(*config.alignment.extrinsic)
         out_qos = make_qos(config.qos.output_reliability, config.qos.depth)
         self._outputs = {
             topic: self.create_lifecycle_publisher(msg_type, topic, out_qos)
             for topic, msg_type in OUTPUT_TYPES.items()}
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._setup_tf(config)
         predictor = self._pipeline.predictor
-        self.get_logger().info(
+        logger = self.get_logger()
+        logger.info(
             f'configured: {predictor.spec.family} ({predictor.spec.space}) from '
             f'{config.model.path} on {self._device_label()}, {config.model.dtype} '
             f'({getattr(predictor, "dtype", "")}), backend {self._backend_label()}')
+        # rclpy fixes a logging call site's severity at its first call: one call site per
+        # severity, or a fallback after a normal choice raises ValueError.
         for name, p in (('model.path', predictor),
                         ('model.normals_path', self._pipeline.normals_predictor)):
             for choice in getattr(p, 'backend_choices', {}).values():
-                log = self.get_logger().warning if choice.skipped else self.get_logger().info
-                log(f'{name} {choice.describe()}')
-        self._state_label = 'inactive'
-        return TransitionCallbackReturn.SUCCESS
+                if choice.skipped:
+                    logger.warning(f'{name} {choice.describe()}')
+                else:
+                    logger.info(f'{name} {choice.describe()}')
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe to the inputs and start the inference worker."""
@@ -364,12 +221,12 @@ class DepthNode(Node):
         self._last_image_stamp = self._last_scan_stamp = None
         self._time_reset.clear()
         self._inputs = [
-            self.create_subscription(Image, 'image', self._on_image, in_qos),
-            self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos),
+            self.create_subscription(Image, IMAGE, self._on_image, in_qos),
+            self.create_subscription(CameraInfo, CAMERA_INFO, self._on_camera_info, in_qos),
         ]
         if config.alignment.enabled:
             self._inputs.append(
-                self.create_subscription(PointCloud2, 'lidar', self._on_scan, in_qos))
+                self.create_subscription(PointCloud2, LIDAR, self._on_scan, in_qos))
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name='densepred-worker',
                                         daemon=True)
@@ -423,37 +280,6 @@ class DepthNode(Node):
 
     # Setup and teardown helpers ----------------------------------------------------------
 
-    def _load_pipeline(self, config: NodeConfig) -> DepthPipeline:
-        from densepred_ros.models import load_predictor
-
-        m = config.model
-        predictor = load_predictor(m.path, m.predictor_options(), family=m.family,
-                                   allow_pickle=m.allow_pickle)
-        normals_predictor = None
-        try:
-            if predictor.spec.space == 'normals':
-                raise ConfigError(f'model.path {m.path!r} is a normals checkpoint; it must '
-                                  f'predict depth or disparity (put normal checkpoints in '
-                                  f'model.normals_path)')
-            if m.normals_path:
-                normals_predictor = load_predictor(m.normals_path,
-                                                   m.predictor_options(normals=True),
-                                                   allow_pickle=m.allow_pickle)
-                if normals_predictor.spec.space != 'normals':
-                    raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '
-                                      f'{normals_predictor.spec.space}, not normals')
-        except BaseException:
-            predictor.close()
-            if normals_predictor is not None:
-                normals_predictor.close()
-            raise
-        aligner = None
-        if config.alignment.enabled:
-            aligner = TemporalAligner(predictor.spec.space, AlignmentConfig(
-                far_limit=config.alignment.far_limit,
-                smoothing=config.alignment.smoothing))
-        return DepthPipeline(predictor, config.output, aligner, normals_predictor)
-
     def _setup_tf(self, config: NodeConfig) -> None:
         if not (config.alignment.enabled and config.alignment.use_tf):
             return
@@ -499,9 +325,7 @@ class DepthNode(Node):
         self._tf_listener = self._tf_buffer = None
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
-            pipeline.predictor.close()
-            if pipeline.normals_predictor is not None:
-                pipeline.normals_predictor.close()
+            pipeline.close()
         self.config = None
 
     def _backend_label(self) -> str:
@@ -565,21 +389,30 @@ class DepthNode(Node):
             frame = self._holder.take(timeout=WORKER_POLL)
             if frame is None or self._stop.is_set():
                 continue
-            try:
-                self._process(frame)
-            except Exception as exc:  # keep the worker alive whatever one frame does
-                if self._stop.is_set():
-                    return
-                failures = self.stats.record_processing_error()
-                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=5.0)
-                limit = self.config.max_consecutive_failures
-                if limit and failures >= limit:
-                    self.stats.set_fault(
-                        f'stopped after {failures} consecutive failed frames, last: '
-                        f'{type(exc).__name__}: {exc}')
-                    self._fault_guard.trigger()
-                    return  # the fault transition (executor thread) deactivates the node
+            if not self._run_stage(self._infer, frame):
+                return
+            inferred, self._inferred = self._inferred, None
+            if inferred is not None and not self._run_stage(self._finish, inferred):
+                return
+
+    def _run_stage(self, stage: Any, item: Any) -> bool:
+        """Run one stage on one frame; return False when the worker must stop."""
+        try:
+            stage(item)
+        except Exception as exc:  # keep the worker alive whatever one frame does
+            if self._stop.is_set():
+                return False
+            failures = self.stats.record_processing_error()
+            self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=5.0)
+            limit = self.config.max_consecutive_failures
+            if limit and failures >= limit:
+                self.stats.set_fault(
+                    f'stopped after {failures} consecutive failed frames, last: '
+                    f'{type(exc).__name__}: {exc}')
+                self._fault_guard.trigger()
+                return False  # the fault transition (executor thread) deactivates the node
+        return not self._stop.is_set()
 
     def _on_fault(self) -> None:
         """Deactivate after the worker reported a fault (runs on the executor thread)."""
@@ -594,12 +427,9 @@ class DepthNode(Node):
         return {topic for topic, pub in self._outputs.items()
                 if pub.get_subscription_count() > 0}
 
-    def _process(self, frame: FrameInput) -> None:
+    def _infer(self, frame: FrameInput) -> None:
+        """Stage 1: decode the image and run the model(s); hand the result to stage 2."""
         wanted = self._wanted_outputs()
-        if self._time_reset.is_set():
-            self._time_reset.clear()
-            if self._pipeline.aligner is not None:
-                self._pipeline.aligner.reset()
         if not wanted:
             self.stats.record_idle_skip()
             if not self.stats.idle_no_subscribers:
@@ -620,31 +450,51 @@ class DepthNode(Node):
                 f'dropping a frame {age:.3f} s old (max_age {config.max_age} s)',
                 throttle_duration_sec=5.0)
             return
-
-        scan, T_cam_lidar, reason = self._paired_scan(frame.image)
+        timings: Dict[str, float] = {}
         try:
-            out = self._pipeline.process(frame.image, frame.camera_info, scan, T_cam_lidar,
-                                         wanted, reason)
+            with timed(timings, 'decode'):
+                rgb = decode.image_to_rgb(frame.image)
         except decode.DecodeError as exc:
             self.stats.record_decode_error()
             self.get_logger().warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
             return
-        for error in out.input_errors:
+        inference = self._pipeline.infer(rgb, wanted)
+        inference.timings.update(timings)
+        reset = self._time_reset.is_set()
+        self._time_reset.clear()
+        self._inferred = InferredFrame(frame, inference, stamp, reset)
+
+    def _finish(self, inferred: InferredFrame) -> None:
+        """Stage 2: pair the lidar, run the rest of the pipeline, encode and publish."""
+        pipeline = self._pipeline
+        if inferred.reset_alignment and pipeline.aligner is not None:
+            pipeline.aligner.reset()
+        image = inferred.frame.image
+        scan, T_cam_lidar, reason = self._paired_scan(image)
+        inputs = decode_camera_and_scan(inferred.frame.camera_info, scan,
+                                        pipeline.aligner is not None, reason)
+        inferred.inference.timings['decode'] += inputs.seconds
+        result = pipeline.finish(inferred.inference, inputs.camera, inputs.lidar_points,
+                                 T_cam_lidar, inputs.no_points_reason)
+        errors = inputs.errors + result.input_errors
+        for error in errors:
             self.stats.record_decode_error()
             self.get_logger().warning(error, throttle_duration_sec=5.0)
+        messages = encode_outputs(result, image.header)
         if self._stop.is_set():
             return
-        for topic, msg in out.messages.items():
+        for topic, msg in messages.items():
             self._outputs[topic].publish(msg)
-        latency = (self.get_clock().now() - stamp).nanoseconds * 1e-9
-        self.stats.record_output(latency if latency >= 0 else None, out.inference_time)
-        result = out.alignment
-        if result is not None:
-            self.stats.record_alignment(result.ok, result.reason, result.n_points,
-                                        result.n_inliers, result.median_rel_error,
-                                        result.scale, result.shift)
+        latency = (self.get_clock().now() - inferred.stamp).nanoseconds * 1e-9
+        self.stats.record_output(latency if latency >= 0 else None, result.inference_time,
+                                 result.timings)
+        alignment = result.alignment
+        if alignment is not None:
+            self.stats.record_alignment(alignment.ok, alignment.reason, alignment.n_points,
+                                        alignment.n_inliers, alignment.median_rel_error,
+                                        alignment.scale, alignment.shift)
         else:
-            self.stats.record_alignment(False, out.alignment_reason)
+            self.stats.record_alignment(False, result.alignment_reason)
 
     def _paired_scan(self, image: Image
                      ) -> Tuple[Optional[PointCloud2], Optional[np.ndarray], str]:
