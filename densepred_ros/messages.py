@@ -1,4 +1,4 @@
-"""ROS messages around `pipeline.DepthPipeline`: the topic table, decoding, encoding.
+"""ROS messages around `pipeline.DepthPipeline`: topics, QoS, decoding, encoding.
 
 The node, the feeder (demo, soak, tests) and the bag tool name topics and message types
 from here; `decode_inputs` and `encode_outputs` turn one frame's messages into the
@@ -14,7 +14,9 @@ from densepred_ros.camera import CameraModel
 from densepred_ros.pipeline import (
     DEPTH_COLOR, DEPTH_IMAGE, DEPTH_INFO, DEPTH_RELATIVE, FrameResult, NORMALS_COLOR,
     NORMALS_IMAGE, POINTS, timed)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 IMAGE = 'image'
@@ -33,6 +35,25 @@ OUTPUT_TYPES = {
 def stamp_seconds(stamp: Any) -> float:
     """Return a builtin_interfaces/Time as seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def make_qos(reliability: str, depth: int) -> QoSProfile:
+    """Return a KEEP_LAST, volatile QoS profile with 'reliable' or 'best_effort' delivery."""
+    policy = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+              else ReliabilityPolicy.BEST_EFFORT)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
+    """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
+    status = DiagnosticStatus(
+        level=bytes([summary.level]), name=name, message=summary.message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=key, value=value) for key, value in summary.values])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg
 
 
 @dataclass

@@ -172,6 +172,18 @@ class DepthPipeline:
         """The depth model's space: 'depth', 'disparity' or 'log_depth'."""
         return self.predictor.spec.space
 
+    def backend_label(self) -> str:
+        """Return what runs each component, e.g. 'vae_encoder=torch/cpu,unet=onnxruntime/cpu'.
+
+        '' for a predictor that does not report its components (e.g. Marigold).
+        """
+        choices = getattr(self.predictor, 'backend_choices', None) or {}
+        return ','.join(f'{c.component}={c.backend}/{c.device}' for c in choices.values())
+
+    def device_label(self) -> str:
+        """Return the depth model's device, e.g. 'cpu' or 'cuda:0' ('' when unknown)."""
+        return str(getattr(self.predictor, 'device', ''))
+
     def close(self) -> None:
         """Free the model(s)."""
         self.predictor.close()
