@@ -231,11 +231,12 @@ class Feeder:
 
     def close(self) -> None:
         """Stop spinning, close and destroy every node, and end a context of its own."""
+        for node in self._nodes:
+            if hasattr(node, 'close'):
+                node.close()  # the depth node stops its workers before the executor
         self.executor.shutdown()
         self.thread.join(timeout=2.0)
         for node in self._nodes:
-            if hasattr(node, 'close'):
-                node.close()
             node.destroy_node()
         self.helper.destroy_node()
         if self.context is not None:

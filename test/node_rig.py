@@ -82,7 +82,8 @@ class Rig(Feeder):
         params = {'model.device': 'cpu', 'qos.input_reliability': 'reliable',
                   'alignment.max_time_offset': 0.05, 'max_age': 5.0,
                   'diagnostics_period': 0.2, **overrides}
-        self.node = DepthNode(namespace=namespace, parameter_overrides=[
+        # The two-thread path (the default on CUDA) is the one with more to go wrong.
+        self.node = DepthNode(namespace=namespace, overlap=True, parameter_overrides=[
             Parameter(name, value=value) for name, value in params.items()])
         self.add_node(self.node)
 
