@@ -82,8 +82,7 @@ class DepthNode(Node):
         node_name: the node name (default 'densepred').
         overlap: run inference of the next frame while the previous one is finished and
             published (two worker threads), or not (one thread); None (default) overlaps
-            when the depth model runs on CUDA. On a CPU inference already uses every core,
-            and overlapping measured slower (docs/performance.md).
+            when the depth model runs on CUDA (see docs/performance.md).
         **kwargs: passed to rclpy's Node (namespace, parameter_overrides, ...).
     """
 
