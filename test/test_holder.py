@@ -255,3 +255,17 @@ def test_two_stage_worker_reports_errors_and_stops_on_request() -> None:
     start = time.monotonic()
     assert worker.stop(timeout=2.0) and time.monotonic() - start < 1.0
     assert worker.stopping
+
+
+def test_statistics_report_stage_percentiles_in_stage_order() -> None:
+    stats = NodeStatistics(clock=FakeClock(), stages=('decode', 'predict', 'normals'))
+    for i in range(1, 101):
+        stats.record_output(0.1, 0.05, {'predict': i / 1000, 'decode': 0.002, 'extra': 0.5})
+    values = stats.summary('active').values
+    keys = [k for k, _ in values if k.startswith('stage ')]
+    # Stages no frame ran (normals) are left out; unnamed ones follow the named ones.
+    assert keys == ['stage decode p50 (s)', 'stage decode p95 (s)', 'stage predict p50 (s)',
+                    'stage predict p95 (s)', 'stage extra p50 (s)', 'stage extra p95 (s)']
+    found = dict(values)
+    assert float(found['stage predict p50 (s)']) == pytest.approx(0.0505, abs=1e-4)
+    assert float(found['stage predict p95 (s)']) == pytest.approx(0.09505, abs=1e-4)

@@ -106,6 +106,11 @@ def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
     assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
     values = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]
     assert values['backend'] == 'vae_encoder=torch/cpu,unet=torch/cpu,vae_decoder=torch/cpu'
+    # Where the time goes, per stage (seconds): the stages this frame ran.
+    for stage in ('decode', 'predict', 'colour maps', 'encode'):
+        p50, p95 = float(values[f'stage {stage} p50 (s)']), float(values[f'stage {stage} p95 (s)'])
+        assert 0.0 <= p50 <= p95 < 60.0, (stage, p50, p95)
+    assert float(values['stage predict p50 (s)']) > 0.0
     assert values['device'] == 'cpu'
     assert values['state'] == 'active'
     assert values['alignment'] != 'no frame yet'  # the random model's fit status is shown
