@@ -290,11 +290,13 @@ def test_repeated_failures_deactivate_with_an_error(make_rig, checkpoint, frame)
 # Signals during a slow inference -------------------------------------------------------
 
 SLOW_NODE = """
+import sys
 import time
 import torch  # loaded as in a real node: its clean-up at exit is part of the 2 s budget
 import densepred_ros.models as models
 
 class SlowPredictor:
+    device = sys.argv.pop(1)  # 'cuda' makes the node overlap its two stages
     spec = models.ModelSpec(family='lotus', variant='g', space='depth',
                             default_processing_resolution=0, source='slow')
 
@@ -312,12 +314,15 @@ main()
 """
 
 
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
+@pytest.mark.parametrize('signum, device', [
+    (signal.SIGINT, 'cpu'), (signal.SIGTERM, 'cpu'),
+    (signal.SIGINT, 'cuda'),  # inference overlapped: two worker threads to stop
+])
+def test_signal_during_slow_inference_exits_within_2_s(frame, signum, device) -> None:
     domain_id = SUBPROCESS_DOMAIN_IDS[0]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
                RCUTILS_LOGGING_BUFFERED_STREAM='0')
-    command = [sys.executable, '-c', SLOW_NODE, '--ros-args',
+    command = [sys.executable, '-c', SLOW_NODE, device, '--ros-args',
                '-p', 'model.path:=/slow-model', '-p', 'model.device:=cpu',
                '-p', 'autostart:=true', '-p', 'alignment.enabled:=false',
                '-p', 'qos.input_reliability:=reliable', '-r', '__ns:=/slow']
@@ -347,6 +352,7 @@ def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
     assert rc == 0, output
     assert 'Traceback' not in output, output
     assert 'should never finish' not in output, output
+    assert ('inference overlapped with post-processing' in output) == (device == 'cuda')
     assert elapsed < 2.0, (elapsed, output)
 
 
