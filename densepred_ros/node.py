@@ -4,10 +4,10 @@ Only the ROS side lives here; the per-frame work is `pipeline.DepthPipeline`, th
 conversions are in `messages.py`. Configure reads the parameters and loads the model (a
 bad value or a failed load is a FAILURE with the reason logged); activate subscribes and
 starts the workers; deactivate stops both; cleanup frees the model. Callbacks only store
-the newest image (`holder.LatestHolder`), camera_info and scans. Two worker threads
-(`holder.TwoStageWorker`) overlap the frames: stage 1 decodes the newest image and runs
-the model(s), stage 2 pairs the lidar scan, aligns, computes the outputs and publishes
-them with the image's header.
+the newest image (`holder.LatestHolder`), camera_info and scans. A frame goes through two
+stages (`holder.TwoStageWorker`): stage 1 decodes the newest image and runs the model(s),
+stage 2 pairs the lidar scan, aligns, computes the outputs and publishes them with the
+image's header. On CUDA the stages overlap (two threads, one frame handed over).
 
 Faults: an undecodable message is skipped and counted ('decode errors'; a bad camera_info
 or scan only costs the frame its metric outputs); without a recent scan the relative
