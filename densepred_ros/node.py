@@ -459,6 +459,12 @@ class DepthNode(Node):
             self.get_clock().now().to_msg()))
 
 
+def run(args: Optional[Sequence[str]] = None) -> int:
+    """Run the node until SIGINT or SIGTERM; return the exit code (see `node_main.run`)."""
+    from densepred_ros.node_main import run as run_node
+    return run_node(args)
+
+
 def main(args: Optional[Sequence[str]] = None) -> int:
     """Run the node as a process until SIGINT or SIGTERM (see `node_main.main`)."""
     from densepred_ros.node_main import main as run_process
