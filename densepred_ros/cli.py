@@ -106,12 +106,10 @@ def expand_inputs(items: Sequence[str]) -> List[Path]:
 def picture(values: np.ndarray, space: str) -> np.ndarray:
     """Return an H×W×3 uint8 colour picture of a prediction (near is warm for depth)."""
     from densepred_ros import geometry
+    from densepred_ros.pipeline import depth_order
     if space == 'normals':
         return geometry.colorize_normals(values)
-    if space == 'disparity':
-        # Large disparity = near: show 1 - d so that the colours mean the same as for depth.
-        return geometry.colorize_depth(1.0 - values)
-    return geometry.colorize_depth(values)
+    return geometry.colorize_depth(depth_order(values, space))
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

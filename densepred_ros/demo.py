@@ -11,19 +11,20 @@ depth and normals only).
 import argparse
 import json
 from pathlib import Path
-import threading
 import time
 from typing import Dict, List, Optional
 
-from densepred_ros import decode, encode, geometry
+from densepred_ros import decode, geometry
 from densepred_ros.cli_errors import make_folder, user_errors, UserError
 from densepred_ros.domain_ids import reserve_domain_id
+from densepred_ros.feeder import Feeder, stamp_key, wait_for
 from densepred_ros.metrics import depth_metrics, FAILED_FRAME, mean_over_frames
 from densepred_ros.metrics import normal_metrics
+from densepred_ros.pipeline import (
+    DEPTH_IMAGE, depth_order, DEPTH_RELATIVE, NORMALS_IMAGE, POINTS)
 import numpy as np
 
-OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'normals/image', 'points')
-FRAME_ID = 'camera_optical_frame'
+OUTPUT_TOPICS = (DEPTH_IMAGE, DEPTH_RELATIVE, NORMALS_IMAGE, POINTS)
 DEMO_MODELS = Path(__file__).resolve().parent / 'demo_models'
 
 
@@ -70,50 +71,29 @@ def render_points(points: np.ndarray, colors: Optional[np.ndarray], width: int,
     return picture
 
 
-class _Player:
+class _Player(Feeder):
     """A DepthNode plus a node that plays frames to it and collects its outputs."""
 
     def __init__(self, parameters: Dict[str, object]) -> None:
-        import rclpy
-        from rclpy.executors import MultiThreadedExecutor
-        from rclpy.node import Node
         from rclpy.parameter import Parameter
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         from densepred_ros.node import DepthNode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=reserve_domain_id())
-        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        super().__init__(domain_id=reserve_domain_id(), keep=20,
+                         node_name='densepred_demo_player')
         self.node = DepthNode(context=self.context, parameter_overrides=[
             Parameter(name, value=value) for name, value in parameters.items()])
-        self.player = Node('densepred_demo_player', context=self.context)
-        self.image_pub = self.player.create_publisher(Image, 'image', reliable)
-        self.info_pub = self.player.create_publisher(CameraInfo, 'camera_info', reliable)
-        self.lidar_pub = self.player.create_publisher(PointCloud2, 'lidar', reliable)
-        self.lock = threading.Lock()
-        self.received: Dict[str, dict] = {topic: {} for topic in OUTPUT_TOPICS}
-        self.arrival: Dict[int, float] = {}
-        types = {'depth/image': Image, 'depth/relative': Image, 'normals/image': Image,
-                 'points': PointCloud2}
-        for topic in OUTPUT_TOPICS:
-            self.player.create_subscription(
-                types[topic], topic, lambda msg, t=topic: self._store(t, msg), reliable)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.player)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _store(self, topic: str, msg) -> None:
-        key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        with self.lock:
-            self.received[topic][key] = msg
-            self.arrival.setdefault(key, time.monotonic())
+        self.add_node(self.node)
+        self.subscribe(OUTPUT_TOPICS, diagnostics=False)
 
     def start(self) -> bool:
+        """Configure and activate the node; True when it is active."""
         return self.node.start()
+
+    @property
+    def space(self) -> str:
+        """Return the depth model's space: 'depth', 'disparity' or 'log_depth'."""
+        return self.node._pipeline.space
 
     def play(self, rgb, camera, points=None, timeout: float = 60.0) -> Optional[dict]:
         """Publish one frame and wait for its outputs; return them by topic (None if absent).
@@ -121,42 +101,16 @@ class _Player:
         The node publishes a frame's outputs together, `depth/relative` always; the
         others (metric depth, normals, points) only when the alignment succeeded.
         """
-        from std_msgs.msg import Header
-        header = Header(frame_id=FRAME_ID)
-        header.stamp = self.player.get_clock().now().to_msg()
-        key = header.stamp.sec * 10**9 + header.stamp.nanosec
-        self.info_pub.publish(encode.camera_info_for(camera, header, camera.width,
-                                                     camera.height))
-        if points is not None:
-            lidar_header = Header(frame_id='lidar', stamp=header.stamp)
-            self.lidar_pub.publish(encode.points_to_pointcloud2(points, lidar_header))
-        time.sleep(0.05)          # let camera_info and the scan arrive first
+        # The pause lets camera_info and the scan arrive before the image.
+        header = self.publish(rgb, camera, points, settle=0.05)
         sent = time.monotonic()
-        self.image_pub.publish(encode.rgb_to_image(rgb, header))
-        deadline = sent + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                done = key in self.received['depth/relative']
-            if done:
-                time.sleep(0.3)   # the frame's other outputs follow within milliseconds
-                with self.lock:
-                    outputs = {t: self.received[t].get(key) for t in OUTPUT_TOPICS}
-                    outputs['latency'] = self.received_at(key) - sent
-                return outputs
-            time.sleep(0.01)
-        return None
-
-    def received_at(self, key: int) -> float:
-        """Return when the first output of a frame arrived (monotonic seconds)."""
-        return self.arrival[key]
-
-    def close(self) -> None:
-        import rclpy
-        self.node.close()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.player.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        key = stamp_key(header)
+        if not wait_for(lambda: self.find('depth/relative', key) is not None, timeout, 0.01):
+            return None
+        time.sleep(0.3)   # the frame's other outputs follow within milliseconds
+        outputs = {t: self.find(t, key) for t in OUTPUT_TOPICS}
+        outputs['latency'] = self.arrived_at(key) - sent
+        return outputs
 
 
 def _bundled(name: str) -> Optional[Path]:
@@ -239,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
                 results.append({'frame': index, 'ok': False})
                 continue
             results.append(_save_frame(output, index, rgb, outputs,
-                                       frames[index] if frames else None, PILImage))
+                                       frames[index] if frames else None, PILImage,
+                                       player.space))
             print(_frame_line(results[-1]))
         elapsed = time.monotonic() - started
     finally:
@@ -254,7 +209,7 @@ def _node_far_limit() -> float:
 
 
 def _save_frame(output: Path, index: int, rgb: np.ndarray, outputs: dict, frame,
-                pil) -> dict:
+                pil, space: str) -> dict:
     height, width = rgb.shape[:2]
     result = {'frame': index, 'ok': True, 'latency_s': outputs['latency']}
     depth_msg = outputs.get('depth/image')
@@ -264,7 +219,7 @@ def _save_frame(output: Path, index: int, rgb: np.ndarray, outputs: dict, frame,
     else:
         depth = None
         relative = decode.image_to_depth(outputs['depth/relative'])
-        depth_picture = geometry.colorize_depth(relative)
+        depth_picture = geometry.colorize_depth(depth_order(relative, space))
     normals = None
     normals_picture = np.zeros_like(rgb)
     if outputs.get('normals/image') is not None:

@@ -1,8 +1,10 @@
 """Rate, latency and counter statistics for the node's /diagnostics (no ROS imports).
 
-`NodeStatistics` is fed by the callbacks and the worker (thread-safe) and summarised by
+`NodeStatistics` is fed by the callbacks and the workers (thread-safe) and summarised by
 `summary()` into a `DiagnosticSummary`: a level, a one-line message and key/value pairs,
-which node.py turns into a diagnostic_msgs/DiagnosticStatus.
+which node.py turns into a diagnostic_msgs/DiagnosticStatus. Per-stage times of the
+published frames (decode, predict, ..., encode) are reported as p50/p95 over the last
+100 frames, so a user sees where the time goes.
 """
 
 from collections import deque
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 import math
 import threading
 import time
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -98,13 +100,17 @@ class NodeStatistics:
     Args:
         window: seconds over which rates are computed.
         clock: monotonic time source in seconds.
+        stages: stage names in the order /diagnostics lists them (stages recorded but not
+            named here follow, in the order first seen).
     """
 
     def __init__(self, window: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 stages: Sequence[str] = ()) -> None:
         """Start with every counter at zero."""
         self._lock = threading.Lock()
         self._clock = clock
+        self.stage_times: Dict[str, Percentiles] = {name: Percentiles() for name in stages}
         self.input_rate = RateMeter(window, clock)
         self.output_rate = RateMeter(window, clock)
         self.latency = Percentiles()
@@ -160,8 +166,9 @@ class NodeStatistics:
         with self._lock:
             self.skipped_idle += 1
 
-    def record_output(self, latency: Optional[float], inference_time: float) -> None:
-        """Count a published frame: latency (stamp → publish) and inference time, s.
+    def record_output(self, latency: Optional[float], inference_time: float,
+                      stage_times: Optional[Mapping[str, float]] = None) -> None:
+        """Count a published frame: latency (stamp → publish), inference and stage times, s.
 
         A None latency (the image stamp is ahead of the node clock, e.g. just after the
         clock jumped back) counts the frame without adding a latency sample. A published
@@ -174,6 +181,8 @@ class NodeStatistics:
             if latency is not None:
                 self.latency.add(latency)
             self.inference_time.add(inference_time)
+            for name, seconds in (stage_times or {}).items():
+                self.stage_times.setdefault(name, Percentiles()).add(seconds)
 
     def record_clock_jump(self) -> None:
         """Count a backward jump of the image stamps and forget the latency history."""
@@ -270,6 +279,12 @@ class NodeStatistics:
                 ('backend', backend),
                 ('device', device),
             ]
+            for name, times in self.stage_times.items():
+                if not len(times):
+                    continue  # a stage no published frame ran (e.g. normals unwanted)
+                p50_stage, p95_stage = times.get(50, 95)
+                values += [(f'stage {name} p50 (s)', f'{p50_stage:.4f}'),
+                           (f'stage {name} p95 (s)', f'{p95_stage:.4f}')]
             if self.fault:
                 level, message = ERROR, f'{state}: {self.fault}'
             elif state != 'active':

@@ -1,54 +1,41 @@
 """The ``densepred`` lifecycle node: camera (+ lidar) in, metric depth, normals and points out.
 
-Lifecycle: configure reads the parameters (`params.py`) and loads the model (a bad value
-or a failed load is a FAILURE with the reason logged); activate creates the subscriptions
-and starts the worker; deactivate stops both; cleanup frees the model. The subscription
-callbacks only store the newest image (`holder.LatestHolder`), camera_info and scans; one
-worker thread runs `DepthPipeline` (decode → predict → project → align → geometry →
-encode) on the newest frame and publishes every output with the input image's header.
+Only the ROS side lives here; the per-frame work is `pipeline.DepthPipeline`, the message
+conversions are in `messages.py`. Configure reads the parameters and loads the model (a
+bad value or a failed load is a FAILURE with the reason logged); activate subscribes and
+starts the workers; deactivate stops both; cleanup frees the model. Callbacks only store
+the newest image (`holder.LatestHolder`), camera_info and scans. A frame goes through two
+stages (`holder.TwoStageWorker`): stage 1 decodes the newest image and runs the model(s),
+stage 2 pairs the lidar scan, aligns, computes the outputs and publishes them with the
+image's header. On CUDA the stages overlap (two threads, one frame handed over).
 
-Faults (see the README's Reliability section):
-
-- A message that cannot be decoded (`decode.DecodeError`) is skipped with a throttled
-  warning and counted ('decode errors'); a bad camera_info or scan only costs that frame
-  its metric outputs.
-- Without a recent lidar scan the relative outputs go on, metric depth, normals from depth
-  and points pause, and /diagnostics says WARN with the time since the last scan.
-- Any other error in a frame (the model raising) skips the frame and is counted; after
-  ``max_consecutive_failures`` failed frames in a row the node logs an ERROR, reports ERROR
-  on /diagnostics (with the reason, kept until the next activate or configure) and
-  deactivates itself. It does not go through the lifecycle ErrorProcessing state, which
-  would also drop the model and the diagnostics publisher: inactive keeps both, so the
-  operator sees why, and `activate` retries.
-- Image stamps going backwards (a bag replayed in a loop) clear the scans from the
-  future, reset the alignment filter and the latency window, and are logged once per jump.
-- SIGINT/SIGTERM (``main``) stop the spin loop within 0.2 s; a worker stuck in a slow
-  inference is waited for at most `EXIT_JOIN_TIMEOUT` s before the process exits 0.
+Faults: an undecodable message is skipped and counted ('decode errors'; a bad camera_info
+or scan only costs the frame its metric outputs); without a recent scan the relative
+outputs go on and /diagnostics warns; any other error skips the frame and is counted, and
+after ``max_consecutive_failures`` in a row the node logs an ERROR, reports it on
+/diagnostics and deactivates itself (inactive keeps the model and diagnostics; `activate`
+retries); image stamps going back (a bag loop) clear the scans from the future and reset
+the alignment filter; SIGINT/SIGTERM (``main``) end the process within 2 s, a worker stuck
+in inference is waited for at most `EXIT_JOIN_TIMEOUT` s.
 """
 
-from dataclasses import dataclass, field
-import os
-import signal
-import sys
+from dataclasses import dataclass
 import threading
-import time
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
-from densepred_ros import decode, encode, geometry
-from densepred_ros.alignment import AlignmentConfig, TemporalAligner
-from densepred_ros.camera import (
-    CameraModel, extrinsic_from_xyz_quat, project_points, transform_points)
+from densepred_ros import decode
+from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.diagnostics import NodeStatistics
-from densepred_ros.holder import LatestHolder, StampedBuffer
-from densepred_ros.params import ConfigError, declare_parameters, NodeConfig, OutputConfig
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from densepred_ros.holder import LatestHolder, TwoStageWorker
+from densepred_ros.messages import (
+    CAMERA_INFO, decode_camera_and_scan, diagnostic_array, DIAGNOSTICS, encode_outputs, IMAGE,
+    LIDAR, make_qos, OUTPUT_TYPES, stamp_seconds)
+from densepred_ros.pairing import ScanPairing
+from densepred_ros.params import ConfigError, declare_parameters, NodeConfig
+from densepred_ros.pipeline import DepthPipeline, Inference, load_pipeline, STAGES, timed
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -57,26 +44,10 @@ try:
 except ImportError:  # tf2_ros comes with a ROS distro, not with the PyPI message wheels
     tf2_ros = None
 
-DEPTH_IMAGE = 'depth/image'
-DEPTH_INFO = 'depth/camera_info'
-DEPTH_RELATIVE = 'depth/relative'
-DEPTH_COLOR = 'depth/color'
-NORMALS_IMAGE = 'normals/image'
-NORMALS_COLOR = 'normals/color'
-POINTS = 'points'
-OUTPUT_TYPES = {
-    DEPTH_IMAGE: Image, DEPTH_INFO: CameraInfo, DEPTH_RELATIVE: Image, DEPTH_COLOR: Image,
-    NORMALS_IMAGE: Image, NORMALS_COLOR: Image, POINTS: PointCloud2,
-}
 SCAN_BUFFER = 20
 WORKER_POLL = 0.1
 STOP_JOIN_TIMEOUT = 2.0
 EXIT_JOIN_TIMEOUT = 1.0
-
-
-def stamp_seconds(stamp: Any) -> float:
-    """Return a builtin_interfaces/Time as seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 @dataclass(frozen=True)
@@ -88,179 +59,20 @@ class FrameInput:
 
 
 @dataclass
-class FrameOutput:
-    """What `DepthPipeline.process` produced for one frame.
+class InferredFrame:
+    """A frame after inference, waiting for the rest of the pipeline.
 
     Attributes:
-        messages: output topic → message, only for the topics that were computed.
-        aligned: True when metric depth was published.
-        alignment_reason: why not aligned ('' when aligned).
-        alignment: the AlignmentResult, when a fit was attempted.
-        inference_time: seconds spent in the model(s).
-        input_errors: why a camera_info or scan could not be used (the frame went on
-            without it).
+        frame: the input messages.
+        inference: what the model(s) produced (with the decode and predict times).
+        stamp: the image stamp on the node's clock.
+        reset_alignment: the image stamps jumped back just before this frame.
     """
 
-    messages: Dict[str, Any] = field(default_factory=dict)
-    aligned: bool = False
-    alignment_reason: str = ''
-    alignment: Any = None
-    inference_time: float = 0.0
-    input_errors: List[str] = field(default_factory=list)
-
-
-class DepthPipeline:
-    """The per-frame work, free of rclpy: messages in, messages out.
-
-    Args:
-        predictor: the depth or disparity model (`models.Predictor`).
-        output: point cloud settings.
-        aligner: metric alignment with a temporal prior, or None to never align.
-        normals_predictor: optional normals model; without it normals come from the
-            metric depth.
-    """
-
-    def __init__(self, predictor: Any, output: OutputConfig,
-                 aligner: Optional[TemporalAligner] = None,
-                 normals_predictor: Any = None) -> None:
-        """Keep the models and settings."""
-        self.predictor = predictor
-        self.output = output
-        self.aligner = aligner
-        self.normals_predictor = normals_predictor
-
-    def process(self, image: Image, camera_info: Optional[CameraInfo],
-                scan: Optional[PointCloud2] = None, T_cam_lidar: Optional[np.ndarray] = None,
-                wanted: Optional[Set[str]] = None,
-                no_scan_reason: str = 'no lidar scan') -> FrameOutput:
-        """Run one frame.
-
-        Args:
-            image: the camera image (see `decode.image_to_rgb` for encodings).
-            camera_info: its camera; without it there is no alignment, no metric output
-                and no depth/camera_info.
-            scan: the lidar scan paired with the image, or None.
-            T_cam_lidar: 4×4 transform taking scan points into the camera optical frame.
-            wanted: output topics to compute (None: all).
-            no_scan_reason: alignment status reported when scan is None.
-
-        Returns:
-            The output messages, all carrying the image's header.
-
-        Raises:
-            decode.DecodeError: the image cannot be decoded. A camera_info or scan that
-                cannot be used is reported in `FrameOutput.input_errors` instead, and the
-                frame goes on without it.
-        """
-        wanted = set(OUTPUT_TYPES) if wanted is None else wanted
-        out = FrameOutput()
-        header = image.header
-        # 1. Decode.
-        rgb = decode.image_to_rgb(image)
-        height, width = rgb.shape[:2]
-        camera = None
-        if camera_info is not None:
-            try:
-                camera = decode.camera_info_to_model(camera_info).scaled_to(width, height)
-            except ValueError as exc:  # DecodeError, or a size the model rejects
-                out.input_errors.append(f'camera_info unusable: {exc}')
-
-        # 2. Predict: H×W affine-invariant depth, disparity or log-depth in [0, 1].
-        start = time.perf_counter()
-        prediction = self.predictor.predict(rgb)
-        out.inference_time = time.perf_counter() - start
-        relative = prediction.values
-
-        # 3. Align to the lidar: project the scan, fit scale and shift.
-        metric = self._align(relative, camera, scan, T_cam_lidar, no_scan_reason, out)
-
-        # 4. Normals: from the normals model, else from the metric depth.
-        normals = None
-        if wanted & {NORMALS_IMAGE, NORMALS_COLOR}:
-            if self.normals_predictor is not None:
-                start = time.perf_counter()
-                normals = self.normals_predictor.predict(rgb).values
-                out.inference_time += time.perf_counter() - start
-            elif metric is not None:
-                normals = geometry.normals_from_depth(metric, camera)
-
-        # 5. Encode.
-        msgs = out.messages
-        if DEPTH_RELATIVE in wanted:
-            msgs[DEPTH_RELATIVE] = encode.depth_to_image(relative, header)
-        if DEPTH_COLOR in wanted:
-            shown = metric if metric is not None else self._nearness_order(relative)
-            msgs[DEPTH_COLOR] = encode.rgb_to_image(geometry.colorize_depth(shown), header)
-        if camera is not None and DEPTH_INFO in wanted:
-            msgs[DEPTH_INFO] = encode.camera_info_for(camera, header, width, height)
-        if metric is not None and DEPTH_IMAGE in wanted:
-            msgs[DEPTH_IMAGE] = encode.depth_to_image(metric, header)
-        if normals is not None and NORMALS_IMAGE in wanted:
-            msgs[NORMALS_IMAGE] = encode.normals_to_image(normals, header)
-        if normals is not None and NORMALS_COLOR in wanted:
-            msgs[NORMALS_COLOR] = encode.rgb_to_image(geometry.colorize_normals(normals),
-                                                      header)
-        if metric is not None and POINTS in wanted and self.output.publish_points:
-            msgs[POINTS] = self._points(metric, camera, rgb, header)
-        return out
-
-    def _align(self, relative: np.ndarray, camera: Optional[CameraModel],
-               scan: Optional[PointCloud2], T_cam_lidar: Optional[np.ndarray],
-               no_scan_reason: str, out: FrameOutput) -> Optional[np.ndarray]:
-        """Return H×W metric depth (metres, REP 118) or None, recording why in out."""
-        if self.aligner is None:
-            out.alignment_reason = 'alignment disabled'
-            return None
-        if camera is None:
-            out.alignment_reason = 'no usable camera_info'
-            return None
-        if scan is None or T_cam_lidar is None:
-            out.alignment_reason = no_scan_reason
-            return None
-        try:
-            points = decode.pointcloud2_to_xyz(scan)
-        except decode.DecodeError as exc:
-            out.input_errors.append(f'lidar scan unusable: {exc}')
-            out.alignment_reason = 'lidar scan unusable'
-            return None
-        points = transform_points(points, T_cam_lidar)
-        uv, z = project_points(points, camera)
-        result = self.aligner.align(relative, uv, z)
-        out.alignment = result
-        out.aligned = result.ok
-        out.alignment_reason = result.reason
-        return result.depth if result.ok else None
-
-    def _nearness_order(self, relative: np.ndarray) -> np.ndarray:
-        """Return relative values ordered like depth (larger = farther) for display."""
-        return -relative if self.predictor.spec.space == 'disparity' else relative
-
-    def _points(self, depth: np.ndarray, camera: CameraModel, rgb: np.ndarray,
-                header: Any) -> PointCloud2:
-        stride = self.output.points_stride
-        points = geometry.depth_to_points(depth, camera, stride=stride,
-                                          max_depth=self.output.max_depth)
-        colors = rgb[::stride, ::stride] if self.output.points_color else None
-        return encode.points_to_pointcloud2(points, header, colors)
-
-
-def make_qos(reliability: str, depth: int) -> QoSProfile:
-    """Return a KEEP_LAST, volatile QoS profile with 'reliable' or 'best_effort' delivery."""
-    policy = (ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-              else ReliabilityPolicy.BEST_EFFORT)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
-    """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
-    status = DiagnosticStatus(
-        level=bytes([summary.level]), name=name, message=summary.message,
-        hardware_id=hardware_id,
-        values=[KeyValue(key=key, value=value) for key, value in summary.values])
-    msg = DiagnosticArray(status=[status])
-    msg.header.stamp = stamp
-    return msg
+    frame: FrameInput
+    inference: Inference
+    stamp: Time
+    reset_alignment: bool
 
 
 class DepthNode(Node):
@@ -268,10 +80,14 @@ class DepthNode(Node):
 
     Args:
         node_name: the node name (default 'densepred').
+        overlap: run inference of the next frame while the previous one is finished and
+            published (two worker threads), or not (one thread); None (default) overlaps
+            when the depth model runs on CUDA (see docs/performance.md).
         **kwargs: passed to rclpy's Node (namespace, parameter_overrides, ...).
     """
 
-    def __init__(self, node_name: str = 'densepred', **kwargs: Any) -> None:
+    def __init__(self, node_name: str = 'densepred', overlap: Optional[bool] = None,
+                 **kwargs: Any) -> None:
         """Declare the parameters; nothing is loaded until configure."""
         self.config: Optional[NodeConfig] = None
         self.stats = NodeStatistics()
@@ -281,16 +97,17 @@ class DepthNode(Node):
         self._diag_pub = None
         self._diag_timer = None
         self._holder: LatestHolder[FrameInput] = LatestHolder()
-        self._scans: StampedBuffer[PointCloud2] = StampedBuffer(SCAN_BUFFER)
+        self._pairing: Optional[ScanPairing[PointCloud2]] = None
         self._camera_info: Optional[CameraInfo] = None
-        self._worker: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        # Stage 1 decodes and infers frame N+1 while stage 2 finishes and publishes N.
+        self._overlap = overlap
+        self._worker = TwoStageWorker(self._holder, self._infer, self._finish,
+                                      self._on_frame_error, poll=WORKER_POLL,
+                                      name='densepred-worker')
         self._tf_buffer = None
         self._tf_listener = None
-        self._extrinsic: Optional[np.ndarray] = None
         self._state_label = 'unconfigured'
         self._last_image_stamp: Optional[float] = None
-        self._last_scan_stamp: Optional[float] = None
         self._time_reset = threading.Event()
         self.last_error = ''
         super().__init__(node_name, **kwargs)
@@ -319,60 +136,72 @@ class DepthNode(Node):
         """
         try:
             config = NodeConfig.from_node(self)
-            self._pipeline = self._load_pipeline(config)
-        except ConfigError as exc:
-            self.last_error = f'configure failed: {exc}'
+            self._pipeline = load_pipeline(config)
+            self._configure(config)
+        except Exception as exc:  # any failure is a FAILURE with its reason, not a crash
+            reason = str(exc) if isinstance(exc, ConfigError) else (
+                ('cannot load the model: ' if self._pipeline is None else '')
+                + f'{type(exc).__name__}: {exc}')
+            self.last_error = f'configure failed: {reason}'
             self.get_logger().error(self.last_error)
-            return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # any failed load is a FAILURE, not a crash
-            self.last_error = (f'configure failed: cannot load the model: '
-                               f'{type(exc).__name__}: {exc}')
-            self.get_logger().error(self.last_error)
+            self._release()
             return TransitionCallbackReturn.FAILURE
         self.last_error = ''
+        self._state_label = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self, config: NodeConfig) -> None:
+        """Create the publishers, timer and tf listener, and log what runs the models."""
         self.config = config
-        self.stats = NodeStatistics()
-        self._extrinsic = extrinsic_from_xyz_quat(*config.alignment.extrinsic)
+        self.stats = NodeStatistics(stages=STAGES)
         out_qos = make_qos(config.qos.output_reliability, config.qos.depth)
         self._outputs = {
             topic: self.create_lifecycle_publisher(msg_type, topic, out_qos)
             for topic, msg_type in OUTPUT_TYPES.items()}
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._setup_tf(config)
+        self._pairing = ScanPairing(
+            SCAN_BUFFER, config.alignment.max_time_offset,
+            extrinsic_from_xyz_quat(*config.alignment.extrinsic),
+            self._tf_lookup if self._tf_buffer is not None else None)
         predictor = self._pipeline.predictor
-        self.get_logger().info(
+        device = self._device_label()
+        self._worker.overlap = (device.startswith('cuda') if self._overlap is None
+                                else self._overlap)
+        logger = self.get_logger()
+        logger.info(
             f'configured: {predictor.spec.family} ({predictor.spec.space}) from '
-            f'{config.model.path} on {self._device_label()}, {config.model.dtype} '
-            f'({getattr(predictor, "dtype", "")}), backend {self._backend_label()}')
+            f'{config.model.path} on {device}, {config.model.dtype} '
+            f'({getattr(predictor, "dtype", "")}), backend {self._backend_label()}, '
+            f'inference {"overlapped with" if self._worker.overlap else "then"} '
+            f'post-processing')
+        # rclpy fixes a logging call site's severity at its first call: one call site per
+        # severity, or a fallback after a normal choice raises ValueError.
         for name, p in (('model.path', predictor),
                         ('model.normals_path', self._pipeline.normals_predictor)):
             for choice in getattr(p, 'backend_choices', {}).values():
-                log = self.get_logger().warning if choice.skipped else self.get_logger().info
-                log(f'{name} {choice.describe()}')
-        self._state_label = 'inactive'
-        return TransitionCallbackReturn.SUCCESS
+                if choice.skipped:
+                    logger.warning(f'{name} {choice.describe()}')
+                else:
+                    logger.info(f'{name} {choice.describe()}')
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe to the inputs and start the inference worker."""
         config = self.config
         in_qos = make_qos(config.qos.input_reliability, config.qos.depth)
-        self._holder.reopen()
         if self._pipeline.aligner is not None:
             self._pipeline.aligner.reset()  # the scale history ends with the last activation
         self.stats.set_fault('')
-        self._last_image_stamp = self._last_scan_stamp = None
+        self._last_image_stamp = None
         self._time_reset.clear()
         self._inputs = [
-            self.create_subscription(Image, 'image', self._on_image, in_qos),
-            self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, in_qos),
+            self.create_subscription(Image, IMAGE, self._on_image, in_qos),
+            self.create_subscription(CameraInfo, CAMERA_INFO, self._on_camera_info, in_qos),
         ]
         if config.alignment.enabled:
             self._inputs.append(
-                self.create_subscription(PointCloud2, 'lidar', self._on_scan, in_qos))
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name='densepred-worker',
-                                        daemon=True)
+                self.create_subscription(PointCloud2, LIDAR, self._on_scan, in_qos))
         self._worker.start()
         self._state_label = 'active'
         self.get_logger().info('active')
@@ -394,18 +223,17 @@ class DepthNode(Node):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         """Stop everything before the node is finalized."""
-        self._stop_worker()
-        self._destroy_subscriptions()
-        self._release()
-        self._state_label = 'finalized'
-        return TransitionCallbackReturn.SUCCESS
+        return self._drop_everything('finalized')
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         """Recover to unconfigured by dropping everything."""
+        return self._drop_everything('unconfigured')
+
+    def _drop_everything(self, label: str) -> TransitionCallbackReturn:
         self._stop_worker()
         self._destroy_subscriptions()
         self._release()
-        self._state_label = 'unconfigured'
+        self._state_label = label
         return TransitionCallbackReturn.SUCCESS
 
     def close(self, timeout: float = STOP_JOIN_TIMEOUT) -> None:
@@ -423,37 +251,6 @@ class DepthNode(Node):
 
     # Setup and teardown helpers ----------------------------------------------------------
 
-    def _load_pipeline(self, config: NodeConfig) -> DepthPipeline:
-        from densepred_ros.models import load_predictor
-
-        m = config.model
-        predictor = load_predictor(m.path, m.predictor_options(), family=m.family,
-                                   allow_pickle=m.allow_pickle)
-        normals_predictor = None
-        try:
-            if predictor.spec.space == 'normals':
-                raise ConfigError(f'model.path {m.path!r} is a normals checkpoint; it must '
-                                  f'predict depth or disparity (put normal checkpoints in '
-                                  f'model.normals_path)')
-            if m.normals_path:
-                normals_predictor = load_predictor(m.normals_path,
-                                                   m.predictor_options(normals=True),
-                                                   allow_pickle=m.allow_pickle)
-                if normals_predictor.spec.space != 'normals':
-                    raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '
-                                      f'{normals_predictor.spec.space}, not normals')
-        except BaseException:
-            predictor.close()
-            if normals_predictor is not None:
-                normals_predictor.close()
-            raise
-        aligner = None
-        if config.alignment.enabled:
-            aligner = TemporalAligner(predictor.spec.space, AlignmentConfig(
-                far_limit=config.alignment.far_limit,
-                smoothing=config.alignment.smoothing))
-        return DepthPipeline(predictor, config.output, aligner, normals_predictor)
-
     def _setup_tf(self, config: NodeConfig) -> None:
         if not (config.alignment.enabled and config.alignment.use_tf):
             return
@@ -465,23 +262,18 @@ class DepthNode(Node):
         self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
     def _stop_worker(self, timeout: float = STOP_JOIN_TIMEOUT) -> bool:
-        """Stop the worker; return False when it is still running after timeout seconds."""
-        self._stop.set()
-        self._holder.close()
-        worker, self._worker = self._worker, None
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=timeout)
-            if worker.is_alive():
-                self.get_logger().warning(
-                    f'the inference worker did not stop within {timeout:g} s')
-                return False
-        return True
+        """Stop the workers; return False when one still runs after timeout seconds."""
+        if self._worker.stop(timeout):
+            return True
+        self.get_logger().warning(f'the inference worker did not stop within {timeout:g} s')
+        return False
 
     def _destroy_subscriptions(self) -> None:
         for sub in self._inputs:
             self.destroy_subscription(sub)
         self._inputs = []
-        self._scans.clear()
+        if self._pairing is not None:
+            self._pairing.clear()
         self._camera_info = None
 
     def _release(self) -> None:
@@ -496,26 +288,21 @@ class DepthNode(Node):
             self._diag_pub = None
         if self._tf_listener is not None and hasattr(self._tf_listener, 'unregister'):
             self._tf_listener.unregister()
-        self._tf_listener = self._tf_buffer = None
+        self._tf_listener = self._tf_buffer = self._pairing = None
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
-            pipeline.predictor.close()
-            if pipeline.normals_predictor is not None:
-                pipeline.normals_predictor.close()
+            pipeline.close()
         self.config = None
 
     def _backend_label(self) -> str:
-        """Return what runs each component, e.g. 'vae_encoder=torch/cpu,unet=onnxruntime/cpu'."""
-        choices = getattr(self._pipeline.predictor if self._pipeline else None,
-                          'backend_choices', None)
-        if not choices:
+        if self._pipeline is None:
             return self.config.model.backend if self.config else ''
-        return ','.join(f'{c.component}={c.backend}/{c.device}' for c in choices.values())
+        return self._pipeline.backend_label() or self.config.model.backend
 
     def _device_label(self) -> str:
         if self._pipeline is None:
             return ''
-        return str(getattr(self._pipeline.predictor, 'device', self.config.model.device))
+        return self._pipeline.device_label() or self.config.model.device
 
     # Callbacks: keep the newest data only --------------------------------------------------
 
@@ -529,57 +316,39 @@ class DepthNode(Node):
 
     def _on_time_jump(self, stamp: float, last: float) -> None:
         """Handle image stamps going back in time (a bag replay loop, a clock reset)."""
-        offset = self.config.alignment.max_time_offset if self.config is not None else 0.0
-        cleared = ''
-        if self._last_scan_stamp is not None and self._last_scan_stamp > stamp + offset:
-            # The scans still come from before the jump: they must not pair with the
-            # images after it, even when a replay loop repeats their stamps.
-            self._scans.clear()
-            self._last_scan_stamp = None
-            cleared = 'cleared the lidar scans, '
+        cleared = self._pairing.image_jumped_back(stamp)
         self._time_reset.set()
         self.stats.record_clock_jump()
         self.get_logger().warning(
             f'image stamps jumped back by {last - stamp:.3f} s (bag replay loop or clock '
-            f'reset): {cleared}reset the alignment filter and the latency statistics')
+            f'reset): {"cleared the lidar scans, " if cleared else ""}reset the alignment '
+            f'filter and the latency statistics')
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
         self.stats.record_camera_info()
 
     def _on_scan(self, msg: PointCloud2) -> None:
-        stamp = stamp_seconds(msg.header.stamp)
-        if self._last_scan_stamp is not None and stamp < self._last_scan_stamp:
-            self._scans.clear()
+        jump = self._pairing.add(stamp_seconds(msg.header.stamp), msg)
+        if jump is not None:
             self.get_logger().info(
-                f'lidar stamps jumped back by {self._last_scan_stamp - stamp:.3f} s: '
-                f'cleared the scan buffer')
-        self._last_scan_stamp = stamp
-        self._scans.add(stamp, msg)
+                f'lidar stamps jumped back by {jump:.3f} s: cleared the scan buffer')
         self.stats.record_scan()
 
     # Worker --------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            frame = self._holder.take(timeout=WORKER_POLL)
-            if frame is None or self._stop.is_set():
-                continue
-            try:
-                self._process(frame)
-            except Exception as exc:  # keep the worker alive whatever one frame does
-                if self._stop.is_set():
-                    return
-                failures = self.stats.record_processing_error()
-                self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=5.0)
-                limit = self.config.max_consecutive_failures
-                if limit and failures >= limit:
-                    self.stats.set_fault(
-                        f'stopped after {failures} consecutive failed frames, last: '
-                        f'{type(exc).__name__}: {exc}')
-                    self._fault_guard.trigger()
-                    return  # the fault transition (executor thread) deactivates the node
+    def _on_frame_error(self, exc: Exception) -> bool:
+        """Count a failed frame; return False once the failures in a row reach the limit."""
+        failures = self.stats.record_processing_error()
+        self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
+                                throttle_duration_sec=5.0)
+        limit = self.config.max_consecutive_failures
+        if limit and failures >= limit:
+            self.stats.set_fault(f'stopped after {failures} consecutive failed frames, '
+                                 f'last: {type(exc).__name__}: {exc}')
+            self._fault_guard.trigger()
+            return False  # the fault transition (executor thread) deactivates the node
+        return True
 
     def _on_fault(self) -> None:
         """Deactivate after the worker reported a fault (runs on the executor thread)."""
@@ -594,19 +363,16 @@ class DepthNode(Node):
         return {topic for topic, pub in self._outputs.items()
                 if pub.get_subscription_count() > 0}
 
-    def _process(self, frame: FrameInput) -> None:
+    def _infer(self, frame: FrameInput) -> Optional[InferredFrame]:
+        """Stage 1: decode the image and run the model(s); None when the frame ends here."""
         wanted = self._wanted_outputs()
-        if self._time_reset.is_set():
-            self._time_reset.clear()
-            if self._pipeline.aligner is not None:
-                self._pipeline.aligner.reset()
         if not wanted:
             self.stats.record_idle_skip()
             if not self.stats.idle_no_subscribers:
                 self.stats.idle_no_subscribers = True
                 self.get_logger().info('no subscribers to any output: skipping inference '
                                        'until someone subscribes')
-            return
+            return None
         if self.stats.idle_no_subscribers:
             self.stats.idle_no_subscribers = False
             self.get_logger().info('an output has a subscriber: resuming inference')
@@ -619,54 +385,66 @@ class DepthNode(Node):
             self.get_logger().warning(
                 f'dropping a frame {age:.3f} s old (max_age {config.max_age} s)',
                 throttle_duration_sec=5.0)
-            return
-
-        scan, T_cam_lidar, reason = self._paired_scan(frame.image)
+            return None
+        timings: Dict[str, float] = {}
         try:
-            out = self._pipeline.process(frame.image, frame.camera_info, scan, T_cam_lidar,
-                                         wanted, reason)
+            with timed(timings, 'decode'):
+                rgb = decode.image_to_rgb(frame.image)
         except decode.DecodeError as exc:
             self.stats.record_decode_error()
             self.get_logger().warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
-            return
-        for error in out.input_errors:
+            return None
+        inference = self._pipeline.infer(rgb, wanted)
+        inference.timings.update(timings)
+        reset = self._time_reset.is_set()
+        self._time_reset.clear()
+        return InferredFrame(frame, inference, stamp, reset)
+
+    def _finish(self, inferred: InferredFrame) -> None:
+        """Stage 2: pair the lidar, run the rest of the pipeline, encode and publish."""
+        pipeline = self._pipeline
+        if inferred.reset_alignment and pipeline.aligner is not None:
+            pipeline.aligner.reset()
+        image = inferred.frame.image
+        scan, T_cam_lidar, reason = self._paired_scan(image)
+        inputs = decode_camera_and_scan(inferred.frame.camera_info, scan,
+                                        pipeline.aligner is not None, reason)
+        inferred.inference.timings['decode'] += inputs.seconds
+        result = pipeline.finish(inferred.inference, inputs.camera, inputs.lidar_points,
+                                 T_cam_lidar, inputs.no_points_reason)
+        for error in inputs.errors + result.input_errors:
             self.stats.record_decode_error()
             self.get_logger().warning(error, throttle_duration_sec=5.0)
-        if self._stop.is_set():
+        messages = encode_outputs(result, image.header)
+        if self._worker.stopping:
             return
-        for topic, msg in out.messages.items():
+        for topic, msg in messages.items():
             self._outputs[topic].publish(msg)
-        latency = (self.get_clock().now() - stamp).nanoseconds * 1e-9
-        self.stats.record_output(latency if latency >= 0 else None, out.inference_time)
-        result = out.alignment
-        if result is not None:
-            self.stats.record_alignment(result.ok, result.reason, result.n_points,
-                                        result.n_inliers, result.median_rel_error,
-                                        result.scale, result.shift)
-        else:
-            self.stats.record_alignment(False, out.alignment_reason)
+        latency = (self.get_clock().now() - inferred.stamp).nanoseconds * 1e-9
+        self.stats.record_output(latency if latency >= 0 else None, result.inference_time,
+                                 result.timings)
+        fit = result.alignment
+        self.stats.record_alignment(result.aligned, result.alignment_reason, *(
+            (fit.n_points, fit.n_inliers, fit.median_rel_error, fit.scale, fit.shift)
+            if fit is not None else ()))
 
     def _paired_scan(self, image: Image
                      ) -> Tuple[Optional[PointCloud2], Optional[np.ndarray], str]:
         """Return (scan, T_cam_lidar, reason): the scan nearest in time to the image."""
-        config = self.config
-        if not config.alignment.enabled:
+        if not self.config.alignment.enabled:
             return None, None, 'alignment disabled'
-        offset = config.alignment.max_time_offset
-        found = self._scans.nearest(stamp_seconds(image.header.stamp), offset)
-        if found is None:
-            return None, None, f'no lidar scan within {offset} s of the image'
-        scan = found[1]
-        if self._tf_buffer is None:
-            return scan, self._extrinsic, ''
+        return self._pairing.paired(stamp_seconds(image.header.stamp), image.header.frame_id)
+
+    def _tf_lookup(self, scan: PointCloud2, image_frame: str) -> np.ndarray:
+        """Return T_cam_lidar from tf2 at the scan's stamp; LookupError when unknown."""
         try:
             tf = self._tf_buffer.lookup_transform(
-                image.header.frame_id, scan.header.frame_id, Time.from_msg(scan.header.stamp))
+                image_frame, scan.header.frame_id, Time.from_msg(scan.header.stamp))
         except tf2_ros.TransformException as exc:
-            return None, None, (f'no transform {image.header.frame_id} <- '
-                                f'{scan.header.frame_id}: {exc}')
+            raise LookupError(
+                f'no transform {image_frame} <- {scan.header.frame_id}: {exc}') from exc
         t, q = tf.transform.translation, tf.transform.rotation
-        return scan, extrinsic_from_xyz_quat(t.x, t.y, t.z, q.x, q.y, q.z, q.w), ''
+        return extrinsic_from_xyz_quat(t.x, t.y, t.z, q.x, q.y, q.z, q.w)
 
     # Diagnostics ---------------------------------------------------------------------------
 
@@ -682,60 +460,15 @@ class DepthNode(Node):
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:
-    """Run the node until SIGINT or SIGTERM; return the process exit code.
-
-    Installs its own SIGINT/SIGTERM handlers (they only set a flag), so call it from the
-    main thread of a process of its own; `main` also ends that process.
-    """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: Any) -> None:
-        stop.set()  # only a flag: logging from a signal handler could deadlock
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    node = None
-    code = 0
-    try:
-        node = DepthNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        if not node.autostart:
-            node.get_logger().info('unconfigured: waiting for lifecycle transitions')
-        elif not node.start():
-            node.get_logger().error('autostart failed; the node stays up, unconfigured')
-        # Spinning in short slices lets the loop see the stop request promptly.
-        while rclpy.ok() and not stop.is_set():
-            executor.spin_once(timeout_sec=0.2)
-        if stop.is_set():
-            node.get_logger().info('signal received: shutting down')
-    except ParameterException as exc:
-        print(f'densepred: invalid parameter: {exc}', file=sys.stderr)
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close(timeout=EXIT_JOIN_TIMEOUT)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Run the node until SIGINT or SIGTERM; return the exit code (see `node_main.run`)."""
+    from densepred_ros.node_main import run as run_node
+    return run_node(args)
 
 
 def main(args: Optional[Sequence[str]] = None) -> int:
-    """Run the node (see `run`) and end the process with its exit code.
-
-    The node, its worker and rclpy are shut down by `run`; the interpreter's own
-    finalisation is skipped (``os._exit``): with torch loaded it takes seconds, and a
-    worker thread still inside a slow inference could hold it up further, while a node
-    must be gone within 2 s of SIGINT/SIGTERM.
-    """
-    code = run(args)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-    return code  # not reached
+    """Run the node as a process until SIGINT or SIGTERM (see `node_main.main`)."""
+    from densepred_ros.node_main import main as run_process
+    return run_process(args)
 
 
 if __name__ == '__main__':

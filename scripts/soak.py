@@ -74,81 +74,35 @@ def log_problems(text: str) -> Dict[str, int]:
                                    for line in lines)}
 
 
-class Feeder:
-    """The publishing side: a node of its own, spun in a background thread."""
+class Accounting:
+    """What comes back from the node: depth/relative latencies and its /diagnostics."""
 
     def __init__(self, domain_id: int, depth: int) -> None:
-        """Create the publishers and the depth/relative and /diagnostics subscribers."""
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        """Start a feeder (its own context on domain_id) that records depth/relative."""
+        from densepred_ros.feeder import Feeder
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
-        self.node = rclpy.create_node('soak_feeder', namespace=NAMESPACE,
-                                      context=self.context)
-        self.image_pub = self.node.create_publisher(Image, 'image', qos)
-        self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info', qos)
-        self.lidar_pub = self.node.create_publisher(PointCloud2, 'lidar', qos)
         self.lock = threading.Lock()
         self.latencies: List[float] = []
-        self.received = 0
-        self.diagnostics: Dict[str, str] = {}
-        self.depth_sub = self.node.create_subscription(Image, 'depth/relative',
-                                                       self._on_depth, qos)
-        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.feeder = Feeder(NAMESPACE, domain_id=domain_id, qos_depth=depth, keep=1,
+                             node_name='soak_feeder', on_output=self._on_output)
+        self.feeder.subscribe(['depth/relative'])
 
-    def _on_depth(self, msg) -> None:
+    def _on_output(self, topic: str, msg) -> None:
         latency = time.time() - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
         with self.lock:
-            self.received += 1
             self.latencies.append(latency)
-
-    def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(f'{NAMESPACE}/{NODE_NAME}'):
-                with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-                    self.diagnostics['_level'] = str(status.level[0])
-                    self.diagnostics['_message'] = status.message
 
     def counters(self) -> Dict[str, int]:
         """Return the node's latest counters from /diagnostics ({} before the first)."""
-        with self.lock:
-            diag = dict(self.diagnostics)
+        statuses = self.feeder.diagnostic_statuses()
+        if not statuses:
+            return {}
+        diag = {kv.key: kv.value for kv in statuses[-1].values}
         return {name: int(diag[key]) for key, name in COUNTERS.items() if key in diag}
 
-    def connected(self) -> bool:
-        """Whether the node subscribes to our inputs and publishes depth/relative to us."""
-        return (self.image_pub.get_subscription_count() > 0
-                and self.info_pub.get_subscription_count() > 0
-                and self.lidar_pub.get_subscription_count() > 0
-                and self.depth_sub.get_publisher_count() > 0)
-
     def close(self) -> None:
-        """Stop spinning and shut the context down."""
-        import rclpy
-        self.executor.shutdown()
-        self.thread.join(timeout=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
-def wait_for(predicate, timeout: float, period: float = 0.05) -> bool:
-    """Poll predicate until it is true or timeout seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return bool(predicate())
+        """Stop the feeder."""
+        self.feeder.close()
 
 
 def accounted(c: Dict[str, int]) -> int:
@@ -194,8 +148,11 @@ def node_command(checkpoint: Path, extrinsic: List[float], depth: int) -> List[s
 
 def run(args: argparse.Namespace) -> dict:
     """Run one soak and return the report (see the module docstring)."""
+    from std_msgs.msg import Header
+
     from densepred_ros.camera import xyz_quat_from_extrinsic
     from densepred_ros.domain_ids import reserve_domain_id
+    from densepred_ros.feeder import wait_for
     from densepred_ros.testing import write_tiny_lotus
 
     domain_id = args.domain_id if args.domain_id >= 0 else reserve_domain_id()
@@ -218,7 +175,8 @@ def run(args: argparse.Namespace) -> dict:
                                stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
     # The other frames render while the node starts.
     messages = make_messages(args.distinct_frames, args.width, args.height, args.beams)
-    feeder = Feeder(domain_id, args.depth)
+    accounting = Accounting(domain_id, args.depth)
+    feeder = accounting.feeder
     report: dict = {'frames': args.frames, 'rate_hz': args.rate,
                     'size': f'{args.width}x{args.height}', 'lidar_every': args.lidar_every,
                     'log': str(log_path)}
@@ -239,25 +197,22 @@ def run(args: argparse.Namespace) -> dict:
             if delay > 0:
                 time.sleep(delay)
             image, info, cloud, _ = messages[i % len(messages)]
-            now = time.time_ns()
-            for msg in (image, info, cloud):
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 10**9)
-            if i % args.lidar_every == 0:
-                feeder.lidar_pub.publish(cloud)
-            feeder.info_pub.publish(info)
-            feeder.image_pub.publish(image)
+            header = Header(frame_id=image.header.frame_id)
+            header.stamp.sec, header.stamp.nanosec = divmod(time.time_ns(), 10**9)
+            feeder.publish(image, info, cloud if i % args.lidar_every == 0 else None,
+                           header=header)
             if i + 1 == warmup:
                 rss['warm_kib'] = read_rss_kib(process.pid)
             if i % max(1, int(args.rate)) == 0:
                 samples.append(read_rss_kib(process.pid) or 0)
         report['publish_seconds'] = time.monotonic() - start
         # Wait until every frame the node received has ended in a bin.
-        wait_for(lambda: feeder.counters().get('received', -1) == args.frames
-                 and accounted(feeder.counters()) == args.frames, args.drain_timeout, 0.1)
+        wait_for(lambda: accounting.counters().get('received', -1) == args.frames
+                 and accounted(accounting.counters()) == args.frames, args.drain_timeout, 0.1)
         time.sleep(1.2)  # a last diagnostics period, for a settled snapshot
         rss['end_kib'] = read_rss_kib(process.pid)
         rss['max_sampled_kib'] = max(samples) if samples else None
-        counters = feeder.counters()
+        counters = accounting.counters()
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
@@ -271,10 +226,10 @@ def run(args: argparse.Namespace) -> dict:
             process.kill()
             process.wait()
         log_file.close()
-        with feeder.lock:
-            latencies = list(feeder.latencies)
-            received_here = feeder.received
-        feeder.close()
+        with accounting.lock:
+            latencies = list(accounting.latencies)
+        received_here = feeder.count('depth/relative')
+        accounting.close()
 
     counters.setdefault('received', 0)
     report['published'] = args.frames

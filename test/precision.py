@@ -15,7 +15,7 @@ import contextlib
 from typing import Iterator
 
 from densepred_ros.models import load_predictor, PredictorOptions
-from densepred_ros.models import runtime
+from densepred_ros.models import base, runtime
 import numpy as np
 import torch
 
@@ -26,11 +26,15 @@ REDUCED_MAX_FACTOR = 4.0
 
 @contextlib.contextmanager
 def _float64_available() -> Iterator[None]:
-    runtime.DTYPES['fp64'] = torch.float64
+    # A test-only dtype: the package offers fp32, fp16 and bf16.
+    names = base.DTYPES
+    base.DTYPES = names + ('fp64',)
+    runtime.TORCH_DTYPES['fp64'] = torch.float64
     try:
         yield
     finally:
-        del runtime.DTYPES['fp64']
+        base.DTYPES = names
+        del runtime.TORCH_DTYPES['fp64']
 
 
 def float64_values(checkpoint: str, rgb: np.ndarray, **options) -> np.ndarray:

@@ -19,20 +19,18 @@ from typing import List
 from densepred_ros import encode
 from densepred_ros.diagnostics import ERROR, NodeStatistics, WARN
 from densepred_ros.domain_ids import reserve_domain_id
+from densepred_ros.feeder import wait_for
 from densepred_ros.params import ConfigError, MAX_PROCESSING_RESOLUTION, NodeConfig
 from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
-    diagnostic_statuses, diagnostics, extrinsic_parameter, FRAME_ID, HEIGHT, OraclePredictor,
-    RELIABLE, rig_factory, ros_session, stamp_header, state_id, wait_for, WIDTH)
+    diagnostic_statuses, diagnostics, extrinsic_parameter, feed_other_process, HEIGHT,
+    OraclePredictor, rig_factory, ros_session, stamp_header, state_id, WIDTH)
 import numpy as np
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,11 +290,13 @@ def test_repeated_failures_deactivate_with_an_error(make_rig, checkpoint, frame)
 # Signals during a slow inference -------------------------------------------------------
 
 SLOW_NODE = """
+import sys
 import time
 import torch  # loaded as in a real node: its clean-up at exit is part of the 2 s budget
 import densepred_ros.models as models
 
 class SlowPredictor:
+    device = sys.argv.pop(1)  # 'cuda' makes the node overlap its two stages
     spec = models.ModelSpec(family='lotus', variant='g', space='depth',
                             default_processing_resolution=0, source='slow')
 
@@ -314,41 +314,15 @@ main()
 """
 
 
-def feed_until_line(domain_id: int, namespace: str, frame, lines: List[str], text: str,
-                    timeout: float) -> bool:
-    """Publish frames to a node in another process until one of its lines has text."""
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    executor = SingleThreadedExecutor(context=context)
-    feeder = rclpy.create_node('feeder', namespace=namespace, context=context)
-    executor.add_node(feeder)
-    feeder.create_subscription(Image, 'depth/relative', lambda msg: None, RELIABLE)
-    image_pub = feeder.create_publisher(Image, 'image', RELIABLE)
-    info_pub = feeder.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in lines):
-                return True
-            header = Header(frame_id=FRAME_ID, stamp=feeder.get_clock().now().to_msg())
-            info_pub.publish(encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT))
-            image_pub.publish(encode.rgb_to_image(frame.rgb, header))
-            end = time.monotonic() + 0.2
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.02)
-        return False
-    finally:
-        executor.shutdown()
-        feeder.destroy_node()
-        rclpy.try_shutdown(context=context)
-
-
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
+@pytest.mark.parametrize('signum, device', [
+    (signal.SIGINT, 'cpu'), (signal.SIGTERM, 'cpu'),
+    (signal.SIGINT, 'cuda'),  # inference overlapped: two worker threads to stop
+])
+def test_signal_during_slow_inference_exits_within_2_s(frame, signum, device) -> None:
     domain_id = SUBPROCESS_DOMAIN_IDS[0]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED='1',
                RCUTILS_LOGGING_BUFFERED_STREAM='0')
-    command = [sys.executable, '-c', SLOW_NODE, '--ros-args',
+    command = [sys.executable, '-c', SLOW_NODE, device, '--ros-args',
                '-p', 'model.path:=/slow-model', '-p', 'model.device:=cpu',
                '-p', 'autostart:=true', '-p', 'alignment.enabled:=false',
                '-p', 'qos.input_reliability:=reliable', '-r', '__ns:=/slow']
@@ -360,8 +334,10 @@ def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
     try:
         assert wait_for(lambda: any(line.rstrip().endswith(': active') for line in lines)
                         or process.poll() is not None, 90.0), ''.join(lines)
-        assert feed_until_line(domain_id, '/slow', frame, lines, 'slow inference started',
-                               30.0), ''.join(lines)
+        assert feed_other_process(
+            frame, domain_id, '/slow', lambda: any('slow inference started' in line
+                                                   for line in lines),
+            timeout=30.0, period=0.2), ''.join(lines)
         time.sleep(0.2)
         sent = time.monotonic()
         process.send_signal(signum)
@@ -376,6 +352,7 @@ def test_signal_during_slow_inference_exits_within_2_s(frame, signum) -> None:
     assert rc == 0, output
     assert 'Traceback' not in output, output
     assert 'should never finish' not in output, output
+    assert ('inference overlapped with post-processing' in output) == (device == 'cuda')
     assert elapsed < 2.0, (elapsed, output)
 
 

@@ -4,7 +4,7 @@ import threading
 import time
 
 from densepred_ros.diagnostics import NodeStatistics, OK, Percentiles, RateMeter, WARN
-from densepred_ros.holder import LatestHolder, StampedBuffer
+from densepred_ros.holder import LatestHolder, StampedBuffer, TwoStageWorker
 import pytest
 
 
@@ -173,3 +173,99 @@ def test_statistics_summary_levels_and_counts() -> None:
     summary = stats.summary('active')
     assert summary.level == WARN and 'too few points' in summary.message
     assert stats.summary('active', alignment_wanted=False).level == OK
+
+
+def test_put_when_empty_waits_for_the_slot_and_never_replaces() -> None:
+    holder = LatestHolder()
+    assert holder.put_when_empty('a', timeout=0)
+    assert not holder.put_when_empty('b', timeout=0.05)  # full: not replaced
+    taker = threading.Timer(0.1, holder.take)
+    taker.start()
+    start = time.monotonic()
+    assert holder.put_when_empty('c', timeout=5.0)  # stored once 'a' was taken
+    assert 0.05 < time.monotonic() - start < 5.0
+    assert holder.overwritten == 0 and holder.take(timeout=0) == 'c'
+    holder.put('d')
+    threading.Timer(0.1, holder.close).start()
+    assert not holder.put_when_empty('e')  # close wakes the waiting put
+    taker.join()
+
+
+def run_two_stages(overlap: bool, items: int = 4, wait: float = 2.0) -> list:
+    """Return (item, whether stage 1 of the next item started during its stage 2)."""
+    source = LatestHolder()
+    started = [threading.Event() for _ in range(items)]
+    finished = []
+
+    def first(item):
+        started[item].set()
+        if item + 1 < items:
+            source.put(item + 1)  # the next frame arrives while this one is inferred
+        return item
+
+    def second(item):
+        overlapped = item + 1 == items or started[item + 1].wait(wait)
+        finished.append((item, overlapped))
+
+    worker = TwoStageWorker(source, first, second, lambda exc: False, overlap=overlap,
+                            poll=0.01)
+    worker.start()
+    source.put(0)
+    deadline = time.monotonic() + 10.0
+    while len(finished) < items and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop(timeout=2.0)
+    return finished
+
+
+def test_two_stage_worker_overlaps_the_stages() -> None:
+    assert run_two_stages(overlap=True) == [(i, True) for i in range(4)]
+
+
+def test_one_stage_worker_runs_them_one_after_the_other() -> None:
+    # The same check fails without overlap: stage 2 of a frame ends before the next starts.
+    assert run_two_stages(overlap=False, items=2, wait=0.2) == [(0, False), (1, True)]
+
+
+def test_two_stage_worker_reports_errors_and_stops_on_request() -> None:
+    source = LatestHolder()
+    seen = []
+    calls = []
+
+    def first(item):
+        calls.append(item)
+        if item == 'bad':
+            raise RuntimeError('bad item')
+        return item
+
+    def on_error(exc):
+        seen.append(str(exc))
+        return len(seen) < 2  # the second error ends the thread
+
+    worker = TwoStageWorker(source, first, lambda item: None, on_error, poll=0.01)
+    worker.start()
+    for count, item in enumerate(('bad', 'good', 'bad', 'late'), 1):
+        source.put(item)
+        deadline = time.monotonic() + 0.5
+        while len(calls) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+    time.sleep(0.1)
+    assert seen == ['bad item', 'bad item']
+    assert calls == ['bad', 'good', 'bad']  # the first stage ended after the second error
+    start = time.monotonic()
+    assert worker.stop(timeout=2.0) and time.monotonic() - start < 1.0
+    assert worker.stopping
+
+
+def test_statistics_report_stage_percentiles_in_stage_order() -> None:
+    stats = NodeStatistics(clock=FakeClock(), stages=('decode', 'predict', 'normals'))
+    for i in range(1, 101):
+        stats.record_output(0.1, 0.05, {'predict': i / 1000, 'decode': 0.002, 'extra': 0.5})
+    values = stats.summary('active').values
+    keys = [k for k, _ in values if k.startswith('stage ')]
+    # Stages no frame ran (normals) are left out; unnamed ones follow the named ones.
+    assert keys == ['stage decode p50 (s)', 'stage decode p95 (s)', 'stage predict p50 (s)',
+                    'stage predict p95 (s)', 'stage extra p50 (s)', 'stage extra p95 (s)']
+    found = dict(values)
+    assert float(found['stage predict p50 (s)']) == pytest.approx(0.0505, abs=1e-4)
+    assert float(found['stage predict p95 (s)']) == pytest.approx(0.09505, abs=1e-4)

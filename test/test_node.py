@@ -15,23 +15,23 @@ import threading
 import time
 from typing import List
 
-from densepred_ros import encode
+from densepred_ros import decode, encode
 from densepred_ros.alignment import TemporalAligner
 from densepred_ros.domain_ids import reserve_domain_id
+from densepred_ros.feeder import wait_for
 from densepred_ros.geometry import unpack_rgb
-from densepred_ros.node import DepthPipeline
+from densepred_ros.messages import decode_camera_and_scan, encode_outputs
 from densepred_ros.params import NodeConfig
+from densepred_ros.pipeline import DepthPipeline, OUTPUTS
 from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
-    assert_header, diagnostics, extrinsic_parameter, FRAME_ID, HEIGHT, OraclePredictor, OUTPUTS,
-    RELIABLE, rig_factory, ros_session, state_id, wait_for, WIDTH)
+    assert_header, diagnostics, extrinsic_parameter, feed_other_process, FRAME_ID, HEIGHT,
+    OraclePredictor, rig_factory, ros_session, state_id, WIDTH)
 import numpy as np
 from precision import fp32_bound
 import pytest
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -100,13 +100,18 @@ def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
     assert color.encoding == 'rgb8' and (color.height, color.width) == (HEIGHT, WIDTH)
     # Every output of one frame carries that frame's header.
     for topic in ('depth/camera_info', 'depth/color'):
-        matching = [m for m in rig.received[topic]
+        matching = [m for m in rig.messages(topic)
                     if (m.header.stamp.sec, m.header.stamp.nanosec)
                     == (header.stamp.sec, header.stamp.nanosec)]
         assert matching, topic
     assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
     values = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]
     assert values['backend'] == 'vae_encoder=torch/cpu,unet=torch/cpu,vae_decoder=torch/cpu'
+    # Where the time goes, per stage (seconds): the stages this frame ran.
+    for stage in ('decode', 'predict', 'colour maps', 'encode'):
+        p50, p95 = float(values[f'stage {stage} p50 (s)']), float(values[f'stage {stage} p95 (s)'])
+        assert 0.0 <= p50 <= p95 < 60.0, (stage, p50, p95)
+    assert float(values['stage predict p50 (s)']) > 0.0
     assert values['device'] == 'cpu'
     assert values['state'] == 'active'
     assert values['alignment'] != 'no frame yet'  # the random model's fit status is shown
@@ -195,6 +200,58 @@ def test_onnxruntime_backend_through_the_node(make_rig, checkpoint, frame, tmp_p
                      'vae_decoder=onnxruntime/cpu')
 
 
+def test_one_component_falling_back_through_the_node(make_rig, checkpoint, frame,
+                                                     tmp_path) -> None:
+    """unet=tensorrt without TensorRT: the UNet falls back, the VAE stays on torch.
+
+    Logging one fallback (warning) and one plain choice (info) used to fail the configure
+    (rclpy fixes a call site's severity at its first call).
+    """
+    pytest.importorskip('onnxruntime')
+    from densepred_ros.models.export import export_lotus
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed: the UNet would not fall back')
+    except ImportError:
+        pass
+    export_lotus(checkpoint, 48, 64, tmp_path / 'onnx', log=lambda *_: None)
+    rig = make_rig({'model.path': checkpoint, 'model.backend': 'unet=tensorrt',
+                    'model.export_dir': str(tmp_path / 'onnx'), 'alignment.enabled': False})
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS, \
+        rig.node.last_error
+    choices = rig.node._pipeline.predictor.backend_choices
+    assert choices['unet'].skipped and not choices['vae_decoder'].skipped
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.subscribe(['depth/relative'])
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
+    values = np.frombuffer(rig.latest('depth/relative').data, dtype=np.float32)
+    assert np.isfinite(values).all() and values.std() > 1e-3
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    label = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]['backend']
+    assert f"unet={choices['unet'].backend}/cpu" in label and 'unet=tensorrt' not in label
+    assert 'vae_decoder=torch/cpu' in label
+
+
+def test_a_failed_configure_says_why_and_frees_the_model(make_rig, checkpoint, frame,
+                                                         monkeypatch) -> None:
+    oracle = OraclePredictor(frame)
+    monkeypatch.setattr('densepred_ros.models.load_predictor',
+                        lambda *args, **kwargs: oracle)
+    rig = make_rig({'model.path': checkpoint})
+
+    def no_timer(*args, **kwargs):
+        raise RuntimeError('no timers today')
+
+    monkeypatch.setattr(rig.node, 'create_timer', no_timer)
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_UNCONFIGURED
+    assert 'no timers today' in rig.node.last_error
+    assert oracle.closed and rig.node._pipeline is None
+    monkeypatch.undo()
+    assert rig.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+
 def test_unsupported_encoding_is_skipped_and_counted(make_rig, checkpoint, frame) -> None:
     rig = make_rig({'model.path': checkpoint, 'alignment.enabled': False})
     assert rig.node.start()
@@ -248,6 +305,15 @@ def test_failed_configure_then_recovery(make_rig, checkpoint, normals_checkpoint
     assert rig.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
 
 
+def process_messages(pipeline, image, camera_info, scan=None, T_cam_lidar=None):
+    """Run one frame's messages through the pipeline as the node does; return messages."""
+    inputs = decode_camera_and_scan(camera_info, scan, pipeline.aligner is not None)
+    result = pipeline.process(decode.image_to_rgb(image), inputs.camera, inputs.lidar_points,
+                              T_cam_lidar, no_points_reason=inputs.no_points_reason)
+    result.input_errors[:0] = inputs.errors
+    return encode_outputs(result, image.header), result
+
+
 def test_pipeline_without_camera_info_or_lidar(checkpoint, frame) -> None:
     from densepred_ros.models import load_predictor, PredictorOptions
     predictor = load_predictor(checkpoint, PredictorOptions(device='cpu'))
@@ -255,54 +321,29 @@ def test_pipeline_without_camera_info_or_lidar(checkpoint, frame) -> None:
     try:
         pipeline = DepthPipeline(predictor, config.output, aligner=None)
         header = Header(frame_id=FRAME_ID)
-        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), None)
-        assert set(out.messages) == {'depth/relative', 'depth/color'}
+        messages, out = process_messages(pipeline, encode.rgb_to_image(frame.rgb, header),
+                                         None)
+        assert set(messages) == {'depth/relative', 'depth/color'}
         assert out.alignment_reason == 'alignment disabled'
         assert out.inference_time > 0
+        assert set(out.timings) >= {'predict', 'colour maps', 'encode'}
 
         # An uncalibrated camera_info (K = 0) and a scan without x/y/z are reported, and
         # the frame still yields its relative depth.
         pipeline.aligner = TemporalAligner('depth')
         uncalibrated = CameraInfo(width=WIDTH, height=HEIGHT)
-        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), uncalibrated,
-                               PointCloud2(), np.eye(4))
-        assert 'depth/relative' in out.messages and 'depth/image' not in out.messages
+        messages, out = process_messages(pipeline, encode.rgb_to_image(frame.rgb, header),
+                                         uncalibrated, PointCloud2(), np.eye(4))
+        assert 'depth/relative' in messages and 'depth/image' not in messages
         assert 'camera_info unusable' in out.input_errors[0]
         good_info = encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT)
-        out = pipeline.process(encode.rgb_to_image(frame.rgb, header), good_info,
-                               PointCloud2(header=header), np.eye(4))
+        messages, out = process_messages(pipeline, encode.rgb_to_image(frame.rgb, header),
+                                         good_info, PointCloud2(header=header), np.eye(4))
         assert 'lidar scan unusable' in out.input_errors[0]
         assert out.alignment_reason == 'lidar scan unusable'
-        assert 'depth/camera_info' in out.messages
+        assert 'depth/camera_info' in messages
     finally:
         predictor.close()
-
-
-def feed_process(frame, domain_id: int, namespace: str, timeout: float = 20.0) -> bool:
-    """Publish frames to a node in another process until it publishes depth/relative."""
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    executor = SingleThreadedExecutor(context=context)
-    feeder = rclpy.create_node('feeder', namespace=namespace, context=context)
-    executor.add_node(feeder)
-    received = []
-    feeder.create_subscription(Image, 'depth/relative', received.append, RELIABLE)
-    image_pub = feeder.create_publisher(Image, 'image', RELIABLE)
-    info_pub = feeder.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-    try:
-        deadline = time.monotonic() + timeout
-        while not received and time.monotonic() < deadline:
-            header = Header(frame_id=FRAME_ID, stamp=feeder.get_clock().now().to_msg())
-            info_pub.publish(encode.camera_info_for(frame.camera, header, WIDTH, HEIGHT))
-            image_pub.publish(encode.rgb_to_image(frame.rgb, header))
-            end = time.monotonic() + 0.1
-            while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.02)
-        return bool(received)
-    finally:
-        executor.shutdown()
-        feeder.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 @pytest.mark.parametrize('signum, autostart, ready', [
@@ -327,7 +368,7 @@ def test_process_exits_cleanly_on_signal(checkpoint, frame, signum, autostart,
         assert process.poll() is None, ''.join(lines)
         if autostart:
             # Shut down after image traffic, when a plain rclpy.spin may miss SIGINT.
-            assert feed_process(frame, SUBPROCESS_DOMAIN_ID, '/signal_test'), ''.join(lines)
+            assert feed_other_process(frame, SUBPROCESS_DOMAIN_ID, '/signal_test'), ''.join(lines)
         time.sleep(0.5)
         process.send_signal(signum)
         rc = process.wait(timeout=5.0)

@@ -1,0 +1,328 @@
+"""The per-frame work of the depth node, free of ROS: numpy in, numpy out.
+
+One frame goes predict → project → align → normals → colour maps → points. `DepthPipeline`
+does it in two steps so that a caller can overlap them across frames: `infer` (the
+model(s): GPU or CPU heavy, no state) and `finish` (everything after it, which carries
+the alignment filter from frame to frame); `process` runs both. The node, the demo, the
+soak and bench scripts and the bag tool all run frames through this class; decoding
+and encoding ROS messages stays outside it (`messages.py`).
+
+Conventions: images are H×W×3 uint8 RGB; depth follows REP 118 (float32 metres along the
+optical axis, NaN unknown, +inf beyond range); points and normals are in the camera
+optical frame (REP 103: x right, y down, z forward), metres.
+"""
+
+from dataclasses import dataclass, field
+import time
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional
+
+from densepred_ros import geometry
+from densepred_ros.alignment import AlignmentConfig, AlignmentResult, TemporalAligner
+from densepred_ros.camera import CameraModel, project_points, transform_points
+from densepred_ros.params import ConfigError, NodeConfig, OutputConfig
+import numpy as np
+
+DEPTH_IMAGE = 'depth/image'
+DEPTH_INFO = 'depth/camera_info'
+DEPTH_RELATIVE = 'depth/relative'
+DEPTH_COLOR = 'depth/color'
+NORMALS_IMAGE = 'normals/image'
+NORMALS_COLOR = 'normals/color'
+POINTS = 'points'
+#: Every output of a frame, by the topic name the node publishes it on.
+OUTPUTS = (DEPTH_IMAGE, DEPTH_INFO, DEPTH_RELATIVE, DEPTH_COLOR, NORMALS_IMAGE,
+           NORMALS_COLOR, POINTS)
+NORMALS_OUTPUTS = frozenset({NORMALS_IMAGE, NORMALS_COLOR})
+#: Per-frame stages, in order; `FrameResult.timings` and /diagnostics use these names.
+STAGES = ('decode', 'predict', 'project', 'align', 'normals', 'colour maps', 'points',
+          'encode')
+
+
+def depth_order(values: np.ndarray, space: str) -> np.ndarray:
+    """Return relative values ordered like depth (larger = farther), for display.
+
+    The one display rule for relative predictions: disparity (large = near) is shown as
+    1 − d so a colour map means the same for every space; depth and log-depth are
+    already ordered like depth. Colour maps scale to the values' own range, so only the
+    order matters.
+
+    Args:
+        values: H×W relative prediction in [0, 1].
+        space: 'depth', 'disparity' or 'log_depth'.
+    """
+    return 1.0 - values if space == 'disparity' else values
+
+
+@dataclass
+class Inference:
+    """What the model(s) produced for one frame (`DepthPipeline.infer`).
+
+    Attributes:
+        rgb: the H×W×3 uint8 input image.
+        space: the depth model's space: 'depth', 'disparity' or 'log_depth'.
+        relative: H×W float32 in [0, 1], affine-invariant in `space`.
+        normals: H×W×3 float32 unit normals from the normals model (optical frame, NaN
+            unknown), or None (no normals model, or no normals output wanted).
+        wanted: the outputs asked for.
+        timings: seconds per stage so far ('predict', and 'decode' when the caller adds it).
+    """
+
+    rgb: np.ndarray
+    space: str
+    relative: np.ndarray
+    normals: Optional[np.ndarray]
+    wanted: FrozenSet[str]
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FrameResult:
+    """Everything `DepthPipeline` computed for one frame; None where not computed.
+
+    Attributes:
+        space: the depth model's space: 'depth', 'disparity' or 'log_depth'.
+        relative: H×W float32 relative prediction in [0, 1] (always present).
+        wanted: the output names (`OUTPUTS`) asked for; `messages.encode_outputs` encodes
+            only those.
+        camera: the camera scaled to the image size, or None without a usable camera.
+        metric: H×W float32 metric depth, metres (REP 118: NaN unknown, +inf beyond the
+            alignment's far limit), or None when not aligned.
+        normals: H×W×3 float32 unit normals, optical frame, NaN unknown: from the normals
+            model, else from the metric depth; None when neither is available or wanted.
+        depth_color: H×W×3 uint8 picture of the metric depth, else of the relative
+            prediction in depth order (`depth_order`); near is warm.
+        normals_color: H×W×3 uint8 picture of the normals (`geometry.colorize_normals`).
+        points: h×w×3 float32 organized points, metres, optical frame, every
+            `points_stride`-th pixel; NaN beyond `max_depth` or unknown.
+        point_colors: h×w×3 uint8 colours of the points (input image), or None.
+        alignment: the fit, when one was attempted.
+        alignment_reason: why there is no metric depth ('' when aligned).
+        input_errors: why the camera or the lidar points could not be used (the frame went
+            on without them).
+        timings: seconds per stage (names in `STAGES`); stages not run are absent.
+    """
+
+    space: str
+    relative: np.ndarray
+    wanted: FrozenSet[str] = frozenset(OUTPUTS)
+    camera: Optional[CameraModel] = None
+    metric: Optional[np.ndarray] = None
+    normals: Optional[np.ndarray] = None
+    depth_color: Optional[np.ndarray] = None
+    normals_color: Optional[np.ndarray] = None
+    points: Optional[np.ndarray] = None
+    point_colors: Optional[np.ndarray] = None
+    alignment: Optional[AlignmentResult] = None
+    alignment_reason: str = ''
+    input_errors: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def aligned(self) -> bool:
+        """True when `metric` holds metric depth."""
+        return self.metric is not None
+
+    @property
+    def inference_time(self) -> float:
+        """Seconds spent in the model(s)."""
+        return self.timings.get('predict', 0.0)
+
+
+class _Timer:
+    """Adds the seconds spent in a `with` block to timings[stage]."""
+
+    def __init__(self, timings: Dict[str, float], stage: str) -> None:
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + elapsed
+
+
+def timed(timings: Dict[str, float], stage: str) -> _Timer:
+    """Return a context manager adding its block's duration (s) to timings[stage]."""
+    return _Timer(timings, stage)
+
+
+class DepthPipeline:
+    """The per-frame work: image (+ camera, lidar points) in, dense outputs out.
+
+    Args:
+        predictor: the depth, disparity or log-depth model (`models.Predictor`).
+        output: point cloud settings (`params.OutputConfig`).
+        aligner: metric alignment with a temporal prior, or None to never align.
+        normals_predictor: optional normals model; without it normals come from the
+            metric depth.
+    """
+
+    def __init__(self, predictor: Any, output: OutputConfig,
+                 aligner: Optional[TemporalAligner] = None,
+                 normals_predictor: Any = None) -> None:
+        """Keep the models and settings."""
+        self.predictor = predictor
+        self.output = output
+        self.aligner = aligner
+        self.normals_predictor = normals_predictor
+
+    @property
+    def space(self) -> str:
+        """The depth model's space: 'depth', 'disparity' or 'log_depth'."""
+        return self.predictor.spec.space
+
+    def backend_label(self) -> str:
+        """Return what runs each component, e.g. 'vae_encoder=torch/cpu,unet=onnxruntime/cpu'.
+
+        '' for a predictor that does not report its components (e.g. Marigold).
+        """
+        choices = getattr(self.predictor, 'backend_choices', None) or {}
+        return ','.join(f'{c.component}={c.backend}/{c.device}' for c in choices.values())
+
+    def device_label(self) -> str:
+        """Return the depth model's device, e.g. 'cpu' or 'cuda:0' ('' when unknown)."""
+        return str(getattr(self.predictor, 'device', ''))
+
+    def close(self) -> None:
+        """Free the model(s)."""
+        self.predictor.close()
+        if self.normals_predictor is not None:
+            self.normals_predictor.close()
+
+    def process(self, rgb: np.ndarray, camera: Optional[CameraModel] = None,
+                lidar_points: Optional[np.ndarray] = None,
+                T_cam_lidar: Optional[np.ndarray] = None,
+                wanted: Optional[Iterable[str]] = None,
+                no_points_reason: str = 'no lidar scan') -> FrameResult:
+        """Run one frame: `infer` then `finish` (see them for the arguments)."""
+        return self.finish(self.infer(rgb, wanted), camera, lidar_points, T_cam_lidar,
+                           no_points_reason)
+
+    def infer(self, rgb: np.ndarray, wanted: Optional[Iterable[str]] = None) -> Inference:
+        """Run the model(s) on one image.
+
+        Args:
+            rgb: H×W×3 uint8 RGB image.
+            wanted: output names (`OUTPUTS`) to compute; None = all. The normals model
+                runs only when a normals output is wanted.
+
+        Raises:
+            Whatever the model raises.
+        """
+        wanted = frozenset(OUTPUTS if wanted is None else wanted)
+        timings: Dict[str, float] = {}
+        with timed(timings, 'predict'):
+            relative = self.predictor.predict(rgb).values
+            normals = None
+            if self.normals_predictor is not None and wanted & NORMALS_OUTPUTS:
+                normals = self.normals_predictor.predict(rgb).values
+        return Inference(rgb, self.space, relative, normals, wanted, timings)
+
+    def finish(self, inference: Inference, camera: Optional[CameraModel] = None,
+               lidar_points: Optional[np.ndarray] = None,
+               T_cam_lidar: Optional[np.ndarray] = None,
+               no_points_reason: str = 'no lidar scan') -> FrameResult:
+        """Align, then compute the wanted outputs of one inferred frame.
+
+        Args:
+            inference: what `infer` returned.
+            camera: the image's camera (scaled here to the image size); without it there
+                is no alignment, no metric output and no depth/camera_info.
+            lidar_points: N×3 float lidar points in the lidar frame, metres, or None.
+            T_cam_lidar: 4×4 transform taking lidar points into the camera optical frame.
+            no_points_reason: alignment status reported when lidar_points is None.
+
+        Returns:
+            The outputs; timings hold the stages run here plus those of `inference`.
+        """
+        rgb, wanted = inference.rgb, inference.wanted
+        height, width = rgb.shape[:2]
+        out = FrameResult(space=inference.space, relative=inference.relative, wanted=wanted,
+                          timings=dict(inference.timings))
+        if camera is not None:
+            try:
+                out.camera = camera.scaled_to(width, height)
+            except ValueError as exc:
+                out.input_errors.append(f'camera_info unusable: {exc}')
+        out.metric = self._align(out, lidar_points, T_cam_lidar, no_points_reason)
+
+        if wanted & NORMALS_OUTPUTS:
+            if inference.normals is not None:
+                out.normals = inference.normals
+            elif out.metric is not None:
+                with timed(out.timings, 'normals'):
+                    out.normals = geometry.normals_from_depth(out.metric, out.camera)
+        with timed(out.timings, 'colour maps'):
+            if DEPTH_COLOR in wanted:
+                shown = out.metric if out.metric is not None else depth_order(
+                    out.relative, out.space)
+                out.depth_color = geometry.colorize_depth(shown)
+            if out.normals is not None and NORMALS_COLOR in wanted:
+                out.normals_color = geometry.colorize_normals(out.normals)
+        if out.metric is not None and POINTS in wanted and self.output.publish_points:
+            with timed(out.timings, 'points'):
+                stride = self.output.points_stride
+                out.points = geometry.depth_to_points(out.metric, out.camera, stride=stride,
+                                                      max_depth=self.output.max_depth)
+                if self.output.points_color:
+                    out.point_colors = rgb[::stride, ::stride]
+        return out
+
+    def _align(self, out: FrameResult, lidar_points: Optional[np.ndarray],
+               T_cam_lidar: Optional[np.ndarray], no_points_reason: str
+               ) -> Optional[np.ndarray]:
+        """Return H×W metric depth (metres, REP 118) or None, recording why in out."""
+        if self.aligner is None:
+            out.alignment_reason = 'alignment disabled'
+            return None
+        if out.camera is None:
+            out.alignment_reason = 'no usable camera_info'
+            return None
+        if lidar_points is None or T_cam_lidar is None:
+            out.alignment_reason = no_points_reason
+            return None
+        with timed(out.timings, 'project'):
+            uv, z = project_points(transform_points(lidar_points, T_cam_lidar), out.camera)
+        with timed(out.timings, 'align'):
+            result = self.aligner.align(out.relative, uv, z)
+        out.alignment = result
+        out.alignment_reason = result.reason
+        return result.depth if result.ok else None
+
+
+def load_pipeline(config: NodeConfig) -> DepthPipeline:
+    """Load the model(s) named by a node configuration and build its pipeline.
+
+    Raises:
+        ConfigError: model.path is a normals checkpoint, or model.normals_path is not.
+        Whatever loading raises (missing files, refused pickle weights, a backend that
+        cannot run); nothing stays loaded then.
+    """
+    from densepred_ros import models
+
+    m = config.model
+    predictor = models.load_predictor(m.path, m.predictor_options(), family=m.family,
+                                      allow_pickle=m.allow_pickle)
+    normals_predictor = None
+    try:
+        if predictor.spec.space == 'normals':
+            raise ConfigError(f'model.path {m.path!r} is a normals checkpoint; it must '
+                              f'predict depth or disparity (put normal checkpoints in '
+                              f'model.normals_path)')
+        if m.normals_path:
+            normals_predictor = models.load_predictor(
+                m.normals_path, m.predictor_options(normals=True), allow_pickle=m.allow_pickle)
+            if normals_predictor.spec.space != 'normals':
+                raise ConfigError(f'model.normals_path {m.normals_path!r} predicts '
+                                  f'{normals_predictor.spec.space}, not normals')
+    except BaseException:
+        predictor.close()
+        if normals_predictor is not None:
+            normals_predictor.close()
+        raise
+    aligner = None
+    if config.alignment.enabled:
+        aligner = TemporalAligner(predictor.spec.space, AlignmentConfig(
+            far_limit=config.alignment.far_limit, smoothing=config.alignment.smoothing))
+    return DepthPipeline(predictor, config.output, aligner, normals_predictor)
