@@ -434,16 +434,16 @@ def _lidar_calibration(frame: _Frame) -> Tuple[CameraModel, np.ndarray, int]:
     # Every ValueError or TypeError below comes from a value of calib.json.
     with user_errors(ValueError, TypeError, subject=path):
         if 'P2_cam2img' in calib and 'lidar2cam_rect' in calib:
-            P = np.asarray(calib['P2_cam2img'], dtype=np.float64)[:3]
+            P = _array(calib, 'P2_cam2img')[:3]
             if P.shape != (3, 4):
                 raise ValueError(f'P2_cam2img must be 3×4 or 4×4, got shape {P.shape}')
             camera = CameraModel(width=width, height=height, K=P[:, :3], P=P)
-            T = np.asarray(calib['lidar2cam_rect'], dtype=np.float64)
+            T = _array(calib, 'lidar2cam_rect')
             fields = 4
         elif 'cam2img_K' in calib and 'lidar2cam' in calib:
-            K = np.asarray(calib['cam2img_K'], dtype=np.float64)
+            K = _array(calib, 'cam2img_K')
             camera = CameraModel(width=width, height=height, K=K)
-            T = np.asarray(calib['lidar2cam'], dtype=np.float64)
+            T = _array(calib, 'lidar2cam')
             fields = 5
         else:
             raise ValueError(f'unrecognised calib.json layout, keys {sorted(calib)} (expected '
@@ -456,6 +456,14 @@ def _lidar_calibration(frame: _Frame) -> Tuple[CameraModel, np.ndarray, int]:
         if fields != int(fields) or fields < 3:
             raise ValueError(f'point_fields must be an integer >= 3, got {fields}')
     return camera, T, int(fields)
+
+
+def _array(calib: Dict[str, Any], key: str) -> np.ndarray:
+    """Return calib[key] as a float64 array; a ValueError if it is not a matrix of numbers."""
+    try:
+        return np.asarray(calib[key], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'"{key}" is not a matrix of numbers') from exc
 
 
 def _lidar_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.ndarray],
