@@ -629,7 +629,7 @@ def test_training_module_real_process(files):
 
 @pytest.fixture(scope='module')
 def lotus_parts(checkpoints):
-    """The five components of a tiny Lotus-D checkpoint, loaded."""
+    """Load the five components of a tiny Lotus-D checkpoint."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     source = checkpoints['lotus_d']
@@ -665,7 +665,7 @@ def _first_checkpoint(parts, tmp_path) -> Path:
     output = _save(parts, tmp_path / 'run', 1)
     (output / 'training_log.jsonl').write_text('{"event": "start"}\n')
     (output / 'notes').mkdir()
-    (output / 'notes' / 'mine.txt').write_text('the user\'s file')
+    (output / 'notes' / 'mine.txt').write_text('a file of the user')
     return output
 
 
