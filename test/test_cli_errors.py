@@ -741,3 +741,22 @@ def test_a_failed_rename_puts_everything_back(lotus_parts, tmp_path, monkeypatch
     monkeypatch.setattr(os, 'rename', real_rename)
     assert _contents(output) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+
+
+def test_save_checkpoint_in_place_when_the_parent_is_not_writable(lotus_parts, tmp_path,
+                                                                  monkeypatch):
+    """No sibling folder possible (parent not writable): written in place, as before."""
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    real_mkdir = Path.mkdir
+
+    def no_sibling(self, *args, **kwargs):
+        if '.saving-' in self.name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, 'mkdir', no_sibling)
+    assert _save(lotus_parts, output, 3) == output
+    monkeypatch.setattr(Path, 'mkdir', real_mkdir)
+    assert _saved_step(output) == 3
+    assert (output / 'training_log.jsonl').is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
