@@ -27,21 +27,34 @@ depth, and AbsRel and δ1 of the oracle fit (plain least squares in the model's 
 evaluation pixels, the protocol of the Marigold/Lotus evaluations: an upper bound); then
 the means over the frames whose alignment succeeded. The metrics, the oracle fit and the
 rule for NaN, +inf and the far limit (`--max-depth`) are those of `densepred_ros.metrics`.
+
+Bad input (`densepred_ros.cli_errors`): a file that cannot be read or parsed (a corrupt PNG
+or .npy, a calib.json or intrinsics.json that is not valid JSON or lacks a key, a scan of
+the wrong size) is a `UserError` naming that file. With several frames the bad one is
+reported on stderr in one line, its row says `skipped`, the others are evaluated, and the
+run ends with a last error line counting the skipped frames (exit 2); a bad intrinsics.json
+or calib.json is reported once and skips its whole dataset. A single frame that cannot be
+read, no frames at all, or no frame aligned also end with exit 2.
 """
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
 import re
-from typing import List, Optional, Tuple
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+import zipfile
 
 from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_model_space
 from densepred_ros.camera import CameraModel, project_points, transform_points
+from densepred_ros.cli_errors import os_error, user_errors, UserError
 from densepred_ros.metrics import depth_metrics, mean_over_frames, oracle_depth
 import numpy as np
 
+COMMAND = 'evaluate-alignment'
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
@@ -97,18 +110,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every frame under --data; print a table; 0 if any frame was aligned."""
-    if not args.data.is_dir():
-        raise ValueError(f'--data {args.data} is not a folder')
-    if args.predictions is not None and not args.predictions.is_dir():
-        raise ValueError(f'--predictions {args.predictions} is not a folder')
-    if args.points < 2 or not 0.0 <= args.noise < 1.0 or not args.max_depth > 0.0:
-        raise ValueError(f'invalid --points {args.points}, --noise {args.noise} or '
-                         f'--max-depth {args.max_depth}')
+    """Evaluate every frame under --data and print a table.
+
+    Returns:
+        0 when every frame was read and at least one was aligned.
+
+    Raises:
+        UserError: a bad option or folder, no frames, a single frame that cannot be read;
+            after the table: frames skipped because a file could not be read (each one
+            reported on stderr as it was met), or no frame aligned.
+    """
+    for flag, folder in (('--data', args.data), ('--predictions', args.predictions)):
+        if folder is not None and not folder.is_dir():
+            raise UserError(f'{flag}: not a folder', folder)
+    if args.points < 2:
+        raise UserError('--points must be >= 2', args.points)
+    if not 0.0 <= args.noise < 1.0:
+        raise UserError('--noise must be in [0, 1)', args.noise)
+    if not args.max_depth > 0.0:
+        raise UserError('--max-depth must be > 0', args.max_depth)
     frames = discover(args.data)
     if not frames:
-        print(f'no datasets found under {args.data}')
-        return 1
+        raise UserError('no frames found (expected intrinsics.json with depth/*.png, or '
+                        'calib.json with *.bin, in the folder or its sub-folders)', args.data)
     config = AlignmentConfig(far_limit=args.max_depth)
     header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
               f'{"delta1":>7} {"RMSE m":>7} {"cover":>6} {"oracle AbsRel":>14} '
@@ -116,19 +140,37 @@ def run(args: argparse.Namespace) -> int:
     print(f'space: {args.space}; relative input: '
           f'{args.predictions if args.predictions else "perturbed ground truth"}')
     print(header)
-    rows = []
+    rows: List[_Row] = []
+    skipped: List[UserError] = []
+    reported = set()
     for index, frame in enumerate(frames):
         rng = np.random.default_rng([args.seed, index])
-        row = evaluate_frame(frame, args, config, rng)
+        try:
+            row = evaluate_frame(frame, args, config, rng)
+        except UserError as exc:
+            if len(frames) == 1:
+                raise
+            skipped.append(exc)
+            line = exc.line(COMMAND)
+            if line not in reported:   # a bad calib.json or intrinsics.json: once
+                reported.add(line)
+                print(line, file=sys.stderr, flush=True)
+            row = _Row(f'{frame.dataset}/{frame.name}', '-', 0, 0, math.nan, math.nan,
+                       math.nan, 0.0, math.nan, math.nan, f'skipped: {exc.what}')
         rows.append(row)
-        print(_format(row))
+        print(_format(row), flush=True)
     good = [r for r in rows if r.status == 'ok']
     if good:
         keys = ('abs_rel', 'delta1', 'rmse', 'coverage', 'oracle_abs_rel', 'oracle_delta1')
         mean = mean_over_frames({key: getattr(r, key) for key in keys} for r in good)
         print(_format(_Row(f'mean ({len(good)}/{len(rows)} ok)', '', 0, 0, **mean,
                            status=''), counts=False))
-    return 0 if good else 1
+    if skipped:
+        raise UserError(f'{len(skipped)} of {len(frames)} frames skipped (each reported '
+                        'above), the first', skipped[0].subject)
+    if not good:
+        raise UserError('no frame could be aligned (see the status column)', args.data)
+    return 0
 
 
 def _format(row: _Row, counts: bool = True) -> str:
@@ -139,14 +181,22 @@ def _format(row: _Row, counts: bool = True) -> str:
 
 
 def discover(data: Path) -> List[_Frame]:
-    """List the frames of every dataset in `data` (itself or its sub-folders), sorted."""
-    folders = [data] + sorted(p for p in data.iterdir() if p.is_dir())
-    frames: List[_Frame] = []
-    for folder in folders:
-        if (folder / 'intrinsics.json').is_file() and (folder / 'depth').is_dir():
-            frames += _gt_frames(folder)
-        elif (folder / 'calib.json').is_file() and any(folder.glob('*.bin')):
-            frames += _lidar_frames(folder)
+    """List the frames of every dataset in `data` (itself or its sub-folders), sorted.
+
+    Raises:
+        UserError: a folder that cannot be listed.
+    """
+    folder = data
+    try:
+        folders = [data] + sorted(p for p in data.iterdir() if p.is_dir())
+        frames: List[_Frame] = []
+        for folder in folders:
+            if (folder / 'intrinsics.json').is_file() and (folder / 'depth').is_dir():
+                frames += _gt_frames(folder)
+            elif (folder / 'calib.json').is_file() and any(folder.glob('*.bin')):
+                frames += _lidar_frames(folder)
+    except OSError as exc:
+        raise os_error(exc, 'read', exc.filename or folder) from exc
     return frames
 
 
@@ -187,9 +237,17 @@ def _find_prediction(args: argparse.Namespace, frame: _Frame) -> Optional[np.nda
     for path in (args.predictions / frame.dataset / f'{frame.name}.npy',
                  args.predictions / f'{frame.name}.npy'):
         if path.is_file():
-            values = np.load(path, allow_pickle=False)
-            if values.ndim != 2:
-                raise ValueError(f'prediction {path} must be H×W, got shape {values.shape}')
+            with _reading(path, 'cannot read as a .npy array', ValueError, EOFError,
+                          zipfile.BadZipFile):
+                values = np.load(path, allow_pickle=False)
+            if not isinstance(values, np.ndarray):
+                values.close()
+                raise UserError('an .npz archive, not a .npy array', path)
+            if values.ndim != 2 or min(values.shape) < 2:
+                raise UserError(f'prediction must be H×W, got shape {values.shape}', path)
+            if not (np.issubdtype(values.dtype, np.floating)
+                    or np.issubdtype(values.dtype, np.integer)):
+                raise UserError(f'prediction must be numbers, got dtype {values.dtype}', path)
             return values.astype(np.float32)
     return None
 
@@ -247,16 +305,64 @@ def perturbed_relative(gt_depth: np.ndarray, space: str, noise: float,
     return ((rel - lo) / (hi - lo)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _reading(path: Path, what: str, *parse_errors: type) -> Iterator[None]:
+    """Turn the failures of reading or parsing `path` into a UserError naming it.
+
+    Only around the call that reads one input file: an OSError with an errno (missing,
+    unreadable) is `cannot read: <reason>`; an OSError without one (a decoder's error)
+    or one of `parse_errors` is `<what>: <detail>`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise UserError(f'{what}: {_one_line(exc)}', path) from exc
+        raise os_error(exc, 'read', path) from exc
+    except parse_errors as exc:
+        raise UserError(f'{what}: {_one_line(exc)}', path) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return ' '.join(str(exc).split()) or type(exc).__name__
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    """Return the JSON object in `path`; a UserError naming it if there is none."""
+    with _reading(path, 'cannot parse as JSON', ValueError):
+        value = json.loads(path.read_text())
+    if not isinstance(value, dict):
+        raise UserError(f'must hold a JSON object, not {type(value).__name__}', path)
+    return value
+
+
+def _number(meta: Dict[str, Any], key: str, path: Path,
+            default: Optional[float] = None) -> float:
+    """Return the finite number `meta[key]` (or `default`); a UserError naming `path`."""
+    if key not in meta and default is None:
+        raise UserError(f'no "{key}"', path)
+    value = meta.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or isinstance(value, bool):
+        raise UserError(f'"{key}" must be a finite number, got {value!r}', path)
+    return number
+
+
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
-    with Image.open(path) as image:
-        return np.asarray(image)
+    with _reading(path, 'cannot read as an image', Image.DecompressionBombError):
+        with Image.open(path) as image:
+            return np.asarray(image)
 
 
 def _image_size(path: Path) -> Tuple[int, int]:
     from PIL import Image
-    with Image.open(path) as image:
-        return image.size
+    with _reading(path, 'cannot read as an image', Image.DecompressionBombError):
+        with Image.open(path) as image:
+            return image.size
 
 
 def _sample_sparse(known: np.ndarray, n: int, pattern: str,
@@ -276,11 +382,23 @@ def _sample_sparse(known: np.ndarray, n: int, pattern: str,
 
 def _gt_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.ndarray],
                rng: np.random.Generator):
-    meta = json.loads((frame.folder / 'intrinsics.json').read_text())
-    raw = _read_png(frame.depth).astype(np.float64)
-    gt = np.where(raw > 0, raw / float(meta.get('depth_png_scale', 1000.0)), np.nan)
+    meta_path = frame.folder / 'intrinsics.json'
+    meta = _read_json(meta_path)
+    fx, fy, cx, cy = (_number(meta, key, meta_path) for key in ('fx', 'fy', 'cx', 'cy'))
+    scale = _number(meta, 'depth_png_scale', meta_path, 1000.0)
+    if not scale > 0.0:
+        raise UserError(f'"depth_png_scale" must be > 0, got {scale}', meta_path)
+    raw = _read_png(frame.depth)
+    if raw.ndim != 2 or raw.dtype.kind not in 'ui':
+        raise UserError(f'depth PNG must be one integer channel (uint16), got shape '
+                        f'{raw.shape} {raw.dtype}', frame.depth)
+    raw = raw.astype(np.float64)
+    gt = np.where(raw > 0, raw / scale, np.nan)
+    if np.count_nonzero(raw > 0) < 2:
+        raise UserError('depth PNG has fewer than 2 known pixels (value > 0)', frame.depth)
     height, width = gt.shape
-    camera = CameraModel.pinhole(meta['fx'], meta['fy'], meta['cx'], meta['cy'], width, height)
+    with user_errors(ValueError, subject=meta_path):
+        camera = CameraModel.pinhole(fx, fy, cx, cy, width, height)
     known = np.isfinite(gt)
     # Sparse "sensor": sampled GT pixels back-projected to 3-D, then projected like lidar.
     picked = _sample_sparse(known, args.points, args.pattern, rng)
@@ -305,35 +423,57 @@ def _gt_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.
 
 
 def _lidar_calibration(frame: _Frame) -> Tuple[CameraModel, np.ndarray, int]:
-    calib = json.loads((frame.folder / 'calib.json').read_text())
+    path = frame.folder / 'calib.json'
+    calib = _read_json(path)
     if 'width' in calib and 'height' in calib:
-        width, height = int(calib['width']), int(calib['height'])
+        width, height = (_number(calib, key, path) for key in ('width', 'height'))
     elif frame.image is not None:
         width, height = _image_size(frame.image)
     else:
-        raise ValueError(f'{frame.folder}/calib.json has no width/height and no image')
-    if 'P2_cam2img' in calib and 'lidar2cam_rect' in calib:
-        P = np.asarray(calib['P2_cam2img'], dtype=np.float64)[:3]
-        camera = CameraModel(width=width, height=height, K=P[:, :3], P=P)
-        T = np.asarray(calib['lidar2cam_rect'], dtype=np.float64)
-        fields = 4
-    elif 'cam2img_K' in calib and 'lidar2cam' in calib:
-        K = np.asarray(calib['cam2img_K'], dtype=np.float64)
-        camera = CameraModel(width=width, height=height, K=K)
-        T = np.asarray(calib['lidar2cam'], dtype=np.float64)
-        fields = 5
-    else:
-        raise ValueError(f'unrecognised calib.json layout in {frame.folder}: keys '
-                         f'{sorted(calib)}')
-    return camera, T, int(calib.get('point_fields', fields))
+        raise UserError(f'no image for this scan and no width/height in {path}', frame.scan)
+    # Every ValueError or TypeError below comes from a value of calib.json.
+    with user_errors(ValueError, TypeError, subject=path):
+        if 'P2_cam2img' in calib and 'lidar2cam_rect' in calib:
+            P = _array(calib, 'P2_cam2img')[:3]
+            if P.shape != (3, 4):
+                raise ValueError(f'P2_cam2img must be 3×4 or 4×4, got shape {P.shape}')
+            camera = CameraModel(width=width, height=height, K=P[:, :3], P=P)
+            T = _array(calib, 'lidar2cam_rect')
+            fields = 4
+        elif 'cam2img_K' in calib and 'lidar2cam' in calib:
+            K = _array(calib, 'cam2img_K')
+            camera = CameraModel(width=width, height=height, K=K)
+            T = _array(calib, 'lidar2cam')
+            fields = 5
+        else:
+            raise ValueError(f'unrecognised calib.json layout, keys {sorted(calib)} (expected '
+                             'P2_cam2img + lidar2cam_rect or cam2img_K + lidar2cam)')
+        if T.shape != (4, 4) or not np.isfinite(T).all() or \
+                not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0]):
+            raise ValueError(f'the lidar-to-camera transform must be a finite 4×4 homogeneous '
+                             f'matrix, got {T.tolist()}')
+        fields = _number(calib, 'point_fields', path, fields)
+        if fields != int(fields) or fields < 3:
+            raise ValueError(f'point_fields must be an integer >= 3, got {fields}')
+    return camera, T, int(fields)
+
+
+def _array(calib: Dict[str, Any], key: str) -> np.ndarray:
+    """Return calib[key] as a float64 array; a ValueError if it is not a matrix of numbers."""
+    try:
+        return np.asarray(calib[key], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'"{key}" is not a matrix of numbers') from exc
 
 
 def _lidar_inputs(frame: _Frame, args: argparse.Namespace, prediction: Optional[np.ndarray],
                   rng: np.random.Generator):
     camera, T, fields = _lidar_calibration(frame)
-    raw = np.fromfile(frame.scan, dtype=np.float32)
-    if raw.size % fields:
-        raise ValueError(f'{frame.scan}: {raw.size} floats is not a multiple of {fields}')
+    with _reading(frame.scan, 'cannot read as float32 records'):
+        raw = np.fromfile(frame.scan, dtype=np.float32)
+    if raw.size % fields or not raw.size:
+        raise UserError(f'{raw.size} float32 values: not a positive multiple of '
+                        f'{fields} (point_fields)', frame.scan)
     points = transform_points(raw.reshape(-1, fields)[:, :3], T)
     if prediction is not None:
         camera = camera.scaled_to(prediction.shape[1], prediction.shape[0])

@@ -8,6 +8,7 @@ a bug keeps its traceback; --debug / DENSEPRED_DEBUG show tracebacks for everyth
 """
 
 import errno
+import json
 import os
 from pathlib import Path
 import signal
@@ -65,12 +66,81 @@ def files(checkpoints, tmp_path_factory) -> Dict[str, str]:
     paths = {name: str(root / name) for name in (
         'notes.png', 'clip.png', 'clip.mp4', 'tiny.png', 'wide.png', 'empty_folder',
         'not_a_checkpoint', 'same', 'images_with_notes', 'no_vae', 'export_64')}
+    paths.update(_evaluation_data(root / 'eval'))
+    paths.update(_training_data(root / 'train'))
     paths.update(root=str(root), good=str(good), truncated=str(truncated),
                  out=str(root / 'out'), missing=str(root / 'missing.png'),
                  missing_folder=str(root / 'no_such_folder'),
                  nothing=str(root / 'nothing_*.png'), json_dir=str(root))
     paths.update({k: str(v) for k, v in checkpoints.items()})
     return paths
+
+
+def _evaluation_data(root: Path) -> Dict[str, str]:
+    """One-frame datasets for evaluate-alignment, each with one bad file; by name."""
+    paths = {}
+    for name in ('corrupt_depth', 'missing_depth', 'bad_intrinsics'):
+        folder = root / name
+        (folder / 'depth').mkdir(parents=True)
+        (folder / 'intrinsics.json').write_text(json.dumps(
+            {'fx': 50.0, 'fy': 50.0, 'cx': 28.0, 'cy': 20.0, 'depth_png_scale': 256.0}))
+        depth = folder / 'depth' / '0001.png'
+        Image.fromarray(np.full((40, 56), 1000, np.uint16)).save(depth)
+        paths[f'eval_{name}'] = str(folder)
+    corrupt = root / 'corrupt_depth' / 'depth' / '0001.png'
+    corrupt.write_bytes(corrupt.read_bytes()[:60])            # a truncated PNG
+    missing = root / 'missing_depth' / 'depth' / '0001.png'
+    missing.unlink()
+    missing.symlink_to(root / 'moved_away.png')                # listed, but gone
+    (root / 'bad_intrinsics' / 'intrinsics.json').write_text('{"fx": 50.0, "fy": ')
+    lidar = root / 'bad_calib'
+    lidar.mkdir()
+    (lidar / 'calib.json').write_text(json.dumps({'width': 56, 'height': 40,
+                                                  'cam2img_K': [[50, 0, 28], [0, 50]],
+                                                  'lidar2cam': np.eye(4).tolist()}))
+    np.ones(40, np.float32).tofile(lidar / '0001.bin')
+    paths.update(eval_bad_calib=str(lidar), eval_corrupt_depth_file=str(corrupt),
+                 eval_missing_depth_file=str(missing),
+                 eval_intrinsics_file=str(root / 'bad_intrinsics' / 'intrinsics.json'),
+                 eval_calib_file=str(lidar / 'calib.json'))
+    return paths
+
+
+def _training_data(root: Path) -> Dict[str, str]:
+    """Training data folders (a good frame, then a bad one) for train --data; by name."""
+    rng = np.random.default_rng(0)
+
+    def good(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        np.savez(folder / 'a.npz', rgb=rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+                 depth=rng.uniform(1, 5, (32, 48)).astype(np.float32))
+
+    good(root / 'corrupt_npz')
+    (root / 'corrupt_npz' / 'b.npz').write_bytes(b'PK\x03\x04 not really a zip archive')
+    good(root / 'npz_without_rgb')
+    np.savez(root / 'npz_without_rgb' / 'b.npz', depth=np.ones((32, 48), np.float32))
+    good(root / 'without_depth')
+    np.savez(root / 'without_depth' / 'b.npz', rgb=np.zeros((32, 48, 3), np.uint8))
+    images = root / 'bad_depth_npy'
+    images.mkdir()
+    for stem in ('a', 'b'):
+        _image(images / f'{stem}.png', 32, 48)
+    np.save(images / 'a_depth.npy', np.ones((32, 48), np.float32))
+    (images / 'b_depth.npy').write_bytes(b'\x93NUMPY\x01\x00')        # a cut-off header
+    return {
+        'train_corrupt_npz': str(root / 'corrupt_npz'),
+        'train_corrupt_npz_file': str(root / 'corrupt_npz' / 'b.npz'),
+        'train_npz_without_rgb': str(root / 'npz_without_rgb'),
+        'train_npz_without_rgb_file': str(root / 'npz_without_rgb' / 'b.npz'),
+        'train_without_depth': str(root / 'without_depth'),
+        'train_without_depth_file': str(root / 'without_depth' / 'b.npz'),
+        'train_bad_depth_npy': str(images),
+        'train_bad_depth_npy_file': str(images / 'b_depth.npy'),
+    }
+
+
+def _train_data(f, name):
+    return ['train', '--output', f['out'], '--no-progress', '--data', f[name]]
 
 
 class Row(NamedTuple):
@@ -186,6 +256,20 @@ BAD = [
                    f['missing_folder']], lambda f: f['missing_folder']),
     Row('evaluate-one-point', lambda f: ['evaluate-alignment', '--data', f['empty_folder'],
                                          '--points', '1'], lambda f: '1'),
+    Row('evaluate-no-frames', lambda f: ['evaluate-alignment', '--data', f['empty_folder']],
+        lambda f: f['empty_folder']),
+    Row('evaluate-truncated-depth-png',
+        lambda f: ['evaluate-alignment', '--data', f['eval_corrupt_depth']],
+        lambda f: f['eval_corrupt_depth_file']),
+    Row('evaluate-depth-png-gone',
+        lambda f: ['evaluate-alignment', '--data', f['eval_missing_depth']],
+        lambda f: f['eval_missing_depth_file']),
+    Row('evaluate-intrinsics-not-json',
+        lambda f: ['evaluate-alignment', '--data', f['eval_bad_intrinsics']],
+        lambda f: f['eval_intrinsics_file']),
+    Row('evaluate-calib-bad-matrix',
+        lambda f: ['evaluate-alignment', '--data', f['eval_bad_calib']],
+        lambda f: f['eval_calib_file']),
     # train (fails before any training)
     Row('train-missing-data', lambda f: ['train', '--output', f['out'], '--data',
                                          f['missing_folder']], lambda f: f['missing_folder']),
@@ -206,6 +290,16 @@ BAD = [
                                             f['no_vae']], lambda f: f['no_vae']),
     Row('train-unwritable-output', lambda f: ['train', '--output', '/proc/nope'],
         lambda f: '/proc/nope'),
+    # train: a bad file inside --data (found when the frames are loaded, before training)
+    Row('train-corrupt-npz', lambda f: _train_data(f, 'train_corrupt_npz'),
+        lambda f: f['train_corrupt_npz_file']),
+    Row('train-npz-without-rgb', lambda f: _train_data(f, 'train_npz_without_rgb'),
+        lambda f: f['train_npz_without_rgb_file']),
+    Row('train-frame-without-the-depth-others-have',
+        lambda f: _train_data(f, 'train_without_depth'),
+        lambda f: f['train_without_depth_file']),
+    Row('train-cut-off-depth-npy', lambda f: _train_data(f, 'train_bad_depth_npy'),
+        lambda f: f['train_bad_depth_npy_file']),
     # bag and evaluate-bag
     Row('bag-missing-input', lambda f: ['bag', f['missing_folder'], f['out'], '--model',
                                         f['lotus_d']], lambda f: f['missing_folder']),
@@ -257,7 +351,9 @@ _FILE_NAMES = (
     'notes.png', 'clip.png', 'clip.mp4', 'tiny.png', 'wide.png', 'empty_folder',
     'not_a_checkpoint', 'same', 'images_with_notes', 'no_vae', 'export_64', 'root', 'good',
     'truncated', 'out', 'missing', 'missing_folder', 'nothing', 'json_dir', 'lotus_g',
-    'lotus_d', 'lotus_normals', 'marigold_depth', 'marigold_normals')
+    'lotus_d', 'lotus_normals', 'marigold_depth', 'marigold_normals', 'eval_corrupt_depth',
+    'eval_missing_depth', 'eval_bad_intrinsics', 'eval_bad_calib', 'train_corrupt_npz',
+    'train_npz_without_rgb', 'train_without_depth', 'train_bad_depth_npy')
 
 
 def _subprocess(argv, env=None, **kwargs):
@@ -493,3 +589,189 @@ def test_the_bundled_model_with_a_text_file(tmp_path, capsys):
                  str(tmp_path / 'out')])
     assert code == EXIT_USER
     _check_line(capsys.readouterr().err, 'predict', str(notes))
+
+
+def test_evaluate_many_frames_skip_the_bad_one(files, tmp_path, capsys):
+    """Two datasets, one with a truncated depth PNG: the other is evaluated, exit 2."""
+    import shutil
+    data = tmp_path / 'data'
+    shutil.copytree(files['eval_corrupt_depth'], data / 'bad')
+    good = data / 'good'
+    shutil.copytree(files['eval_corrupt_depth'], good)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(256, 5000, (40, 56)).astype(np.uint16)).save(
+        good / 'depth' / '0001.png')
+    code = main(['evaluate-alignment', '--data', str(data), '--points', '200'])
+    captured = capsys.readouterr()
+    assert code == EXIT_USER
+    assert 'Traceback' not in captured.err
+    bad = data / 'bad' / 'depth' / '0001.png'
+    assert captured.err.splitlines() == [
+        f'densepred evaluate-alignment: error: cannot read as an image: image file is '
+        f'truncated ({bad})',
+        f'densepred evaluate-alignment: error: 1 of 2 frames skipped (each reported above), '
+        f'the first ({bad})']
+    assert 'mean (1/2 ok)' in captured.out
+
+
+def test_training_module_entry_point_follows_the_policy(files, capsys):
+    """`python -m densepred_ros.training`: the same one-line errors, --debug, usage errors."""
+    from densepred_ros.training.__main__ import main as training_main
+    argv = _train_data(files, 'train_corrupt_npz')
+    assert training_main(argv) == EXIT_USER
+    _check_line(capsys.readouterr().err, 'train', files['train_corrupt_npz_file'])
+    assert training_main(['evaluate-model', files['not_a_checkpoint']]) == EXIT_USER
+    _check_line(capsys.readouterr().err, 'evaluate-model', files['not_a_checkpoint'])
+    assert training_main(['--debug'] + argv) == EXIT_USER
+    err = capsys.readouterr().err
+    assert 'Traceback' in err and 'BadZipFile' in err
+    assert training_main(['train']) == EXIT_USER
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '--output' in err and 'Traceback' not in err
+    assert training_main(['--help']) == 0
+
+
+def test_training_module_real_process(files):
+    environment = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, '-m', 'densepred_ros.training', 'train', '--output', '/proc/nope'],
+        capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == EXIT_USER, result.stderr
+    _check_line(result.stderr, 'train', '/proc/nope')
+
+
+# --- save_checkpoint: never a half-written checkpoint ----------------------------------
+
+@pytest.fixture(scope='module')
+def lotus_parts(checkpoints):
+    """Load the five components of a tiny Lotus-D checkpoint."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+    source = checkpoints['lotus_d']
+    return {
+        'unet': UNet2DConditionModel.from_pretrained(source, subfolder='unet',
+                                                     use_safetensors=True),
+        'vae': AutoencoderKL.from_pretrained(source, subfolder='vae', use_safetensors=True),
+        'text_encoder': CLIPTextModel.from_pretrained(source, subfolder='text_encoder',
+                                                      use_safetensors=True),
+        'tokenizer': CLIPTokenizer.from_pretrained(source, subfolder='tokenizer'),
+        'scheduler': DDIMScheduler.from_pretrained(source, subfolder='scheduler'),
+    }
+
+
+def _save(parts, path, step):
+    from densepred_ros.training.trainer import save_checkpoint
+    return save_checkpoint(path, variant='d', space='disparity', processing_resolution=64,
+                           state={'step': step}, **parts)
+
+
+def _contents(folder: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def _saved_step(folder: Path) -> int:
+    import torch
+    from densepred_ros.training.trainer import STATE_FILE
+    return torch.load(folder / STATE_FILE, weights_only=True)['step']
+
+
+def _first_checkpoint(parts, tmp_path) -> Path:
+    output = _save(parts, tmp_path / 'run', 1)
+    (output / 'training_log.jsonl').write_text('{"event": "start"}\n')
+    (output / 'notes').mkdir()
+    (output / 'notes' / 'mine.txt').write_text('a file of the user')
+    return output
+
+
+def test_save_checkpoint_replaces_and_keeps_the_other_files(lotus_parts, tmp_path):
+    from densepred_ros.models.loading import check_layout
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    assert _save(lotus_parts, output, 2) == output
+    assert _saved_step(output) == 2
+    check_layout(output)
+    assert (output / 'training_log.jsonl').read_text() == '{"event": "start"}\n'
+    assert (output / 'notes' / 'mine.txt').is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']   # no hidden leftovers
+
+
+@pytest.mark.parametrize('failure', ['ctrl-c', 'disk-full'])
+def test_an_interrupted_save_leaves_the_previous_checkpoint(failure, lotus_parts, tmp_path,
+                                                            monkeypatch):
+    """Ctrl-C or ENOSPC half-way through the save: the old checkpoint, byte for byte."""
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    before = _contents(output)
+    error = KeyboardInterrupt() if failure == 'ctrl-c' else OSError(
+        errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real = type(lotus_parts['tokenizer']).save_pretrained
+
+    def fail_after_writing_some(self, folder, *args, **kwargs):
+        real(self, folder, *args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(type(lotus_parts['tokenizer']), 'save_pretrained',
+                        fail_after_writing_some)
+    with pytest.raises(type(error)):
+        _save(lotus_parts, output, 2)
+    assert _contents(output) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+
+
+def test_sigint_during_the_rename_is_held_back(lotus_parts, tmp_path, monkeypatch):
+    """A real SIGINT between the renames is delivered after them: the new checkpoint."""
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    real_rename = os.rename
+    calls = []
+
+    def rename_with_a_signal(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, 'rename', rename_with_a_signal)
+    with pytest.raises(KeyboardInterrupt):
+        _save(lotus_parts, output, 2)
+    monkeypatch.setattr(os, 'rename', real_rename)
+    assert len(calls) == 4                   # the log, notes/, the old folder, the new one
+    assert _saved_step(output) == 2
+    assert (output / 'training_log.jsonl').is_file() and (output / 'notes').is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_failed_rename_puts_everything_back(lotus_parts, tmp_path, monkeypatch):
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    before = _contents(output)
+    real_rename = os.rename
+
+    def cannot_rename_into_place(src, dst):
+        if Path(dst) == output.resolve() and '.saving-' in Path(src).name:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, 'rename', cannot_rename_into_place)
+    with pytest.raises(OSError):
+        _save(lotus_parts, output, 2)
+    monkeypatch.setattr(os, 'rename', real_rename)
+    assert _contents(output) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+
+
+def test_save_checkpoint_in_place_when_the_parent_is_not_writable(lotus_parts, tmp_path,
+                                                                  monkeypatch):
+    """No sibling folder possible (parent not writable): written in place, as before."""
+    output = _first_checkpoint(lotus_parts, tmp_path)
+    real_mkdir = Path.mkdir
+
+    def no_sibling(self, *args, **kwargs):
+        if '.saving-' in self.name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, 'mkdir', no_sibling)
+    assert _save(lotus_parts, output, 3) == output
+    monkeypatch.setattr(Path, 'mkdir', real_mkdir)
+    assert _saved_step(output) == 3
+    assert (output / 'training_log.jsonl').is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']

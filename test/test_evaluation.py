@@ -2,8 +2,10 @@
 
 import argparse
 import json
+import shutil
 
 from densepred_ros import evaluation
+from densepred_ros.cli_errors import UserError
 from densepred_ros.synthetic import make_frame
 import numpy as np
 from PIL import Image
@@ -140,11 +142,12 @@ def test_prediction_files_at_another_resolution(dataset, capsys, tmp_path):
 
 
 def test_empty_and_bad_folders(tmp_path, capsys):
-    rc, out, rows = _run(['--data', str(tmp_path)], capsys)
-    assert rc == 1 and 'no datasets' in out
-    with pytest.raises(ValueError, match='not a folder'):
+    with pytest.raises(UserError, match='no frames found') as caught:
+        _run(['--data', str(tmp_path)], capsys)
+    assert caught.value.subject == tmp_path
+    with pytest.raises(UserError, match='not a folder'):
         _run(['--data', str(tmp_path / 'missing')], capsys)
-    with pytest.raises(ValueError, match='predictions'):
+    with pytest.raises(UserError, match='predictions'):
         _run(['--data', str(tmp_path), '--predictions', str(tmp_path / 'missing')], capsys)
 
 
@@ -153,5 +156,161 @@ def test_unknown_calibration_layout_is_named(tmp_path, capsys):
     folder.mkdir()
     (folder / 'calib.json').write_text(json.dumps({'width': 10, 'height': 10, 'K': []}))
     np.zeros(8, dtype=np.float32).tofile(folder / 'scan.bin')
-    with pytest.raises(ValueError, match='calib.json layout'):
+    with pytest.raises(UserError, match='calib.json layout') as caught:
         _run(['--data', str(tmp_path)], capsys)
+    assert caught.value.subject == folder / 'calib.json'
+
+
+def _copy(dataset_root, tmp_path):
+    target = tmp_path / 'data'
+    shutil.copytree(dataset_root, target)
+    return target
+
+
+def _corrupt_depth(root):
+    (root / 'tiny_gt' / 'depth' / 'sync_depth_00001.png').write_bytes(b'\x89PNG\r\n\x1a\n')
+    return root / 'tiny_gt' / 'depth' / 'sync_depth_00001.png'
+
+
+def _bad_intrinsics(root):
+    (root / 'tiny_gt' / 'intrinsics.json').write_text('{"fx": 100, "fy": ')
+    return root / 'tiny_gt' / 'intrinsics.json'
+
+
+def _intrinsics_without_cx(root):
+    path = root / 'tiny_gt' / 'intrinsics.json'
+    meta = json.loads(path.read_text())
+    del meta['cx']
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def _colour_depth(root):
+    path = root / 'tiny_gt' / 'depth' / 'sync_depth_00000.png'
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(path)
+    return path
+
+
+def _empty_depth(root):
+    path = root / 'tiny_gt' / 'depth' / 'sync_depth_00000.png'
+    Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint16)).save(path)
+    return path
+
+
+def _missing_depth(root):
+    path = root / 'tiny_gt' / 'depth' / 'sync_depth_00000.png'
+    path.unlink()
+    path.symlink_to(root / 'nowhere.png')    # listed, but the file is gone
+    return path
+
+
+def _bad_calib(root):
+    (root / 'tiny_lidar' / 'calib.json').write_text('not json')
+    return root / 'tiny_lidar' / 'calib.json'
+
+
+def _calib_with_2x2_transform(root):
+    path = root / 'tiny_lidar' / 'calib.json'
+    calib = json.loads(path.read_text())
+    calib['lidar2cam_rect'] = [[1, 0], [0, 1]]
+    path.write_text(json.dumps(calib))
+    return path
+
+
+def _calib_without_size_or_image(root):
+    path = root / 'tiny_lidar' / 'calib.json'
+    calib = json.loads(path.read_text())
+    del calib['width'], calib['height']
+    path.write_text(json.dumps(calib))
+    (root / 'tiny_lidar' / '000001.png').unlink()
+    return root / 'tiny_lidar' / '000001.bin'
+
+
+def _short_scan(root):
+    path = root / 'tiny_lidar' / '000001.bin'
+    path.write_bytes(path.read_bytes()[:-4])
+    return path
+
+
+BAD_FILES = {
+    'corrupt-depth-png': (_corrupt_depth, 1, 'cannot read as an image'),
+    'colour-depth-png': (_colour_depth, 1, 'one integer channel'),
+    'depth-png-without-pixels': (_empty_depth, 1, 'fewer than 2 known pixels'),
+    'missing-depth-png': (_missing_depth, 1, 'cannot read: No such file'),
+    'intrinsics-not-json': (_bad_intrinsics, 2, 'cannot parse as JSON'),
+    'intrinsics-without-cx': (_intrinsics_without_cx, 2, 'no "cx"'),
+    'calib-not-json': (_bad_calib, 1, 'cannot parse as JSON'),
+    'calib-2x2-transform': (_calib_with_2x2_transform, 1, 'the lidar-to-camera transform'),
+    'calib-without-size-or-image': (_calib_without_size_or_image, 1, 'no width/height'),
+    'scan-not-whole-records': (_short_scan, 1, 'not a positive multiple of 4'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_FILES))
+def test_a_bad_file_skips_its_frames_and_names_the_file(case, dataset, tmp_path, capsys):
+    """The bad file is named once on stderr, its frames are skipped, the others evaluated."""
+    spoil, n_skipped, what = BAD_FILES[case]
+    root = _copy(dataset[0], tmp_path)
+    bad = spoil(root)
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    with pytest.raises(UserError) as caught:
+        evaluation.run(parser.parse_args(['--data', str(root), '--points', '300']))
+    captured = capsys.readouterr()
+    assert str(caught.value) == (f'{n_skipped} of 3 frames skipped (each reported above), '
+                                 f'the first ({bad})')
+    errors = captured.err.splitlines()
+    assert len(errors) == 1, captured.err
+    assert errors[0].startswith('densepred evaluate-alignment: error: '), errors
+    assert what in errors[0], errors
+    assert errors[0].endswith(f'({bad})'), errors
+    statuses = [line.split()[-1] if 'skipped' not in line else 'skipped'
+                for line in captured.out.splitlines() if line.startswith('tiny_')]
+    assert statuses.count('skipped') == n_skipped and len(statuses) == 3, captured.out
+    assert statuses.count('ok') == 3 - n_skipped, captured.out
+    assert f'mean ({3 - n_skipped}/3 ok)' in captured.out
+
+
+def _write_prediction(preds, name, payload):
+    path = preds / f'{name}.npy'
+    if isinstance(payload, bytes):
+        path.write_bytes(payload)
+    else:
+        np.save(path, payload)
+    return path
+
+
+@pytest.mark.parametrize('payload, what', [
+    (b'\x93NUMPY\x01\x00v\x00{', 'cannot read as a .npy array'),
+    (b'plain text, not numpy', 'cannot read as a .npy array'),
+    (np.zeros((2, 60, 80), np.float32), 'must be H×W'),
+    (np.array([['a', 'b'], ['c', 'd']]), 'must be numbers'),
+])
+def test_a_bad_prediction_file_is_named(payload, what, dataset, tmp_path, capsys):
+    root, _, _ = dataset
+    preds = tmp_path / 'preds'
+    preds.mkdir()
+    bad = _write_prediction(preds, '000001', payload)
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    with pytest.raises(UserError, match='1 of 3 frames skipped'):
+        evaluation.run(parser.parse_args(['--data', str(root), '--predictions', str(preds)]))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith('densepred evaluate-alignment: error: '), err
+    assert what in err[0] and err[0].endswith(f'({bad})'), err
+
+
+def test_a_single_bad_frame_is_one_error(dataset, tmp_path, capsys):
+    root = _copy(dataset[0], tmp_path)
+    shutil.rmtree(root / 'tiny_gt')
+    bad = _short_scan(root)
+    with pytest.raises(UserError, match='not a positive multiple') as caught:
+        _run(['--data', str(root)], capsys)
+    assert caught.value.subject == bad
+
+
+def test_a_bug_is_not_a_user_error(dataset, monkeypatch, capsys):
+    """Only reading and parsing are mapped: an error in the computation keeps its type."""
+    monkeypatch.setattr(evaluation, 'align', lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _run(['--data', str(dataset[0])], capsys)

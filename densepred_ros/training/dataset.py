@@ -16,20 +16,33 @@ Frames whose depth is known on less than half of the pixels (lidar-only ground t
 sparse: their points are carried over to the training resolution one by one (the nearest
 point wins a pixel) and the trainer supervises them in pixel space instead (see
 `trainer.LotusTrainer.sparse_losses`).
+
+A frame file that cannot be read or used (corrupt .npz/.npy/image, missing arrays, wrong
+shapes or types) stops the loading with a `DataFileError` naming the file: every frame is
+read before training starts, so the user fixes or removes it and runs again, rather than
+training on a silently smaller set.
 """
 
+import contextlib
 from dataclasses import dataclass
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+import zipfile
+import zlib
 
 from densepred_ros.alignment import to_model_space
+from densepred_ros.cli_errors import UserError
 from densepred_ros.models.base import DEPTH_SPACES, DISPARITY, NORMALS
 import numpy as np
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 TRUNC_LOW, TRUNC_HIGH = 2.0, 98.0
 MIN_VALID_FRACTION = 0.5
+
+
+class DataFileError(UserError, ValueError):
+    """A training frame file that cannot be used: one line naming it (also a ValueError)."""
 
 
 @dataclass
@@ -118,26 +131,78 @@ def _resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
+@contextlib.contextmanager
+def _reading(path: Path, what: str, *parse_errors: type) -> Iterator[None]:
+    """Turn the failures of reading or parsing `path` into a DataFileError naming it.
+
+    Only around the calls that read one file: an OSError with an errno (missing,
+    unreadable) is `cannot read: <reason>`; an OSError without one (a decoder's error)
+    or one of `parse_errors` is `<what>: <detail>`.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as exc:
+        detail = exc.strerror if exc.errno is not None else ' '.join(str(exc).split())
+        prefix = 'cannot read' if exc.errno is not None else what
+        raise DataFileError(f'{prefix}: {detail or type(exc).__name__}', path) from exc
+    except parse_errors as exc:
+        detail = ' '.join(str(exc).split()) or type(exc).__name__
+        raise DataFileError(f'{what}: {detail}', path) from exc
+
+
+_ARRAY_ERRORS = (ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _numbers(array: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """Return `array` as float32; a DataFileError if it does not hold numbers."""
+    if array.dtype.kind not in 'fiub':
+        raise DataFileError(f'{name} must hold numbers, got dtype {array.dtype}', path)
+    return array.astype(np.float32)
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
-    with Image.open(path) as image:
-        return np.asarray(image.convert('RGB'))
+    with _reading(path, 'cannot read as an image', Image.DecompressionBombError):
+        with Image.open(path) as image:
+            return np.asarray(image.convert('RGB'))
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    with _reading(path, 'cannot read as a .npy array', *_ARRAY_ERRORS):
+        array = np.load(path, allow_pickle=False)
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataFileError('an .npz archive, not a .npy array', path)
+    return _numbers(array, name, path)
 
 
 def _read_frame(path: Path) -> Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Read one frame: an .npz (rgb, depth, normals) or an image with .npy siblings."""
+    """Read one frame: an .npz (rgb, depth, normals) or an image with .npy siblings.
+
+    Raises:
+        DataFileError: a file that cannot be read or holds no usable arrays.
+    """
     if path.suffix == '.npz':
-        with np.load(path) as data:
-            if 'rgb' not in data:
-                raise ValueError(f'{path} has no "rgb" array')
-            depth = data['depth'].astype(np.float32) if 'depth' in data else None
-            normals = data['normals'].astype(np.float32) if 'normals' in data else None
-            return np.asarray(data['rgb']), depth, normals
+        # Reading the arrays of an archive is lazy: they fail inside the block too.
+        with _reading(path, 'cannot read as a .npz archive', *_ARRAY_ERRORS):
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise DataFileError('a .npy array, not a .npz archive', path)
+            with data:
+                if 'rgb' not in data:
+                    raise DataFileError(f'no "rgb" array (has: {", ".join(data.files)})',
+                                        path)
+                depth = _numbers(data['depth'], 'depth', path) if 'depth' in data else None
+                normals = _numbers(data['normals'], 'normals', path) \
+                    if 'normals' in data else None
+                return np.asarray(data['rgb']), depth, normals
     rgb = _read_image(path)
     depth_file = path.with_name(f'{path.stem}_depth.npy')
     normals_file = path.with_name(f'{path.stem}_normals.npy')
-    depth = np.load(depth_file).astype(np.float32) if depth_file.is_file() else None
-    normals = np.load(normals_file).astype(np.float32) if normals_file.is_file() else None
+    depth = _read_npy(depth_file, 'depth') if depth_file.is_file() else None
+    normals = _read_npy(normals_file, 'normals') if normals_file.is_file() else None
     return rgb, depth, normals
 
 
@@ -161,12 +226,12 @@ def list_frames(folder: Path) -> List[Path]:
 def _check_shapes(path: Path, rgb: np.ndarray, depth: Optional[np.ndarray],
                   normals: Optional[np.ndarray]) -> None:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f'{path}: rgb must be H×W×3 uint8, got {rgb.shape} {rgb.dtype}')
+        raise DataFileError(f'rgb must be H×W×3 uint8, got {rgb.shape} {rgb.dtype}', path)
     if depth is not None and depth.shape != rgb.shape[:2]:
-        raise ValueError(f'{path}: depth shape {depth.shape} differs from the image '
-                         f'{rgb.shape[:2]}')
+        raise DataFileError(f'depth shape {depth.shape} differs from the image '
+                            f'{rgb.shape[:2]}', path)
     if normals is not None and normals.shape != rgb.shape:
-        raise ValueError(f'{path}: normals shape {normals.shape} differs from {rgb.shape}')
+        raise DataFileError(f'normals shape {normals.shape} differs from {rgb.shape}', path)
 
 
 def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path]] = None,
@@ -174,14 +239,19 @@ def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path
     """Load every frame of `folder` at height×width (ground truth by nearest sampling).
 
     Raises:
-        ValueError: no frames, inconsistent shapes, frames that disagree on which ground
-            truth they have, or sparse depth without a single known point.
+        ValueError: no frames in the folder.
+        DataFileError: a frame that cannot be read, inconsistent shapes, a frame without
+            the ground truth the others have, or sparse depth without a known point; it
+            names the file (and stops the loading: see the module doc).
     """
     files = list_frames(folder) if files is None else files
     rgbs, depths, normals_list, sparse = [], [], [], []
+    has = {'depth': [], 'normals': []}
     for path in files:
         rgb, depth, normals = _read_frame(path)
         _check_shapes(path, rgb, depth, normals)
+        has['depth'].append(depth is not None)
+        has['normals'].append(normals is not None)
         if depth is not None:
             known = np.isfinite(depth) & (depth > 0.0) | (depth == np.inf)
             sparse.append(bool(known.mean() < MIN_VALID_FRACTION))
@@ -190,15 +260,17 @@ def load_frames(folder: Path, height: int, width: int, files: Optional[List[Path
             else:
                 depths.append(_scatter_points(depth, height, width))
                 if not np.isfinite(depths[-1]).any():
-                    raise ValueError(f'{path}: depth has no finite positive value')
+                    raise DataFileError('depth has no finite positive value', path)
         if normals is not None:
             normals_list.append(_nearest(normals, height, width))
         rgbs.append(_resize_rgb(rgb, height, width))
         if progress is not None:
             progress(1)
-    for name, values in (('depth', depths), ('normals', normals_list)):
-        if values and len(values) != len(rgbs):
-            raise ValueError(f'{folder}: only {len(values)} of {len(rgbs)} frames have {name}')
+    for name, present in has.items():
+        if any(present) and not all(present):
+            missing = files[present.index(False)]
+            raise DataFileError(f'no {name}, while {sum(present)} of {len(files)} frames '
+                                'have it', missing)
     return FrameSet(
         rgb=np.stack(rgbs),
         depth=np.stack(depths).astype(np.float32) if depths else None,

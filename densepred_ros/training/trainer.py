@@ -122,10 +122,8 @@ def load_training_frames(cfg: TrainConfig, height: int, width: int,
     """Load `cfg.data`, or render (once, cached) `cfg.frames` generated scenes."""
     if cfg.data is not None:
         files = dataset.list_frames(Path(cfg.data))
-        bar = _bar(cfg, len(files), 'loading frames')
-        frames = dataset.load_frames(Path(cfg.data), height, width, files, bar.update)
-        bar.close()
-        return frames
+        with _bar(cfg, len(files), 'loading frames') as bar:
+            return dataset.load_frames(Path(cfg.data), height, width, files, bar.update)
     cache_root = Path(cfg.cache) if cfg.cache else Path.home() / '.cache' / 'densepred_ros'
     cache = cache_root / f'synthetic_{height}x{width}'
     log(f'generated scenes: seeds 0..{cfg.frames - 1} at {width}×{height}, cache {cache}')
@@ -427,21 +425,97 @@ class LotusTrainer:
 def save_checkpoint(path: Path, unet, vae, text_encoder, tokenizer, scheduler, variant: str,
                     space: str, processing_resolution: int,
                     state: Optional[dict] = None) -> Path:
-    """Write a complete Lotus checkpoint (safetensors) that `load_predictor` reads."""
+    """Write a complete Lotus checkpoint (safetensors) that `load_predictor` reads.
+
+    The checkpoint is written to a hidden sibling folder `.<name>.saving-<pid>` that is then
+    renamed to `path` (see `_swap_into_place`): an interrupted or failed save (Ctrl-C, a
+    full disk) removes it and leaves the previous checkpoint in `path` as it was. Files of
+    `path` that a checkpoint does not hold (training_log.jsonl, the user's) are kept. When
+    the parent folder cannot be written, the checkpoint is written in place instead.
+    """
+    import os
+    import shutil
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(path / 'unet', safe_serialization=True)
-    vae.save_pretrained(path / 'vae', safe_serialization=True)
-    text_encoder.save_pretrained(path / 'text_encoder', safe_serialization=True)
-    tokenizer.save_pretrained(path / 'tokenizer')
-    scheduler.save_pretrained(path / 'scheduler')
-    write_model_index(path, LOTUS_CLASS_NAMES[variant])
-    write_densepred_config(path, space, processing_resolution)
-    if state is not None:
-        partial = path / (STATE_FILE + '.partial')
-        torch.save(state, partial)
-        partial.replace(path / STATE_FILE)
+    target = path.resolve()   # a symlinked output folder keeps its link
+    staging: Optional[Path] = target.with_name(f'.{target.name}.saving-{os.getpid()}')
+    try:
+        staging.mkdir(parents=True)
+    except FileExistsError:   # left by an earlier interrupted save of this process id
+        shutil.rmtree(staging)
+        staging.mkdir()
+    except PermissionError:
+        staging = None
+        target.mkdir(parents=True, exist_ok=True)
+    folder = staging or target
+    try:
+        unet.save_pretrained(folder / 'unet', safe_serialization=True)
+        vae.save_pretrained(folder / 'vae', safe_serialization=True)
+        text_encoder.save_pretrained(folder / 'text_encoder', safe_serialization=True)
+        tokenizer.save_pretrained(folder / 'tokenizer')
+        scheduler.save_pretrained(folder / 'scheduler')
+        write_model_index(folder, LOTUS_CLASS_NAMES[variant])
+        write_densepred_config(folder, space, processing_resolution)
+        if state is not None:
+            partial = folder / (STATE_FILE + '.partial')
+            torch.save(state, partial)
+            partial.replace(folder / STATE_FILE)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if staging is not None:
+        _swap_into_place(staging, target)
     return path
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Rename the complete folder `staging` to `target`, moving the rest of `target` along.
+
+    Entries of `target` missing from `staging` are moved into it, `target` is renamed
+    aside and `staging` renamed to `target`; the old folder is then deleted. Ctrl-C
+    (SIGINT) is held back during the renames (microseconds) and delivered after them, so
+    `target` holds either the old or the new checkpoint, never a mix; a failed rename puts
+    everything back (and deletes `staging`; if putting back fails, nothing is deleted).
+    """
+    import os
+    import shutil
+    import signal
+    import threading
+    old = target.with_name(f'.{target.name}.replaced-{os.getpid()}')
+    shutil.rmtree(old, ignore_errors=True)   # left by an earlier save killed after its swap
+    held: list = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not None:
+            signal.signal(signal.SIGINT, lambda *_: held.append(True))
+    moved, set_aside = [], False
+    try:
+        if target.is_dir():
+            for entry in target.iterdir():
+                if not (staging / entry.name).exists():
+                    os.rename(entry, staging / entry.name)
+                    moved.append(entry.name)
+            os.rename(target, old)
+            set_aside = True
+        os.rename(staging, target)
+    except BaseException:
+        try:
+            if set_aside and not target.exists():
+                os.rename(old, target)
+            for name in moved:
+                os.rename(staging / name, target / name)
+        except OSError:
+            pass   # both folders stay on disk: nothing of the user's is deleted
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    shutil.rmtree(old, ignore_errors=True)
+    if held:
+        signal.raise_signal(signal.SIGINT)   # to the handler the process had before
 
 
 def _load_vae(source: str):
