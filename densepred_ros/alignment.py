@@ -13,9 +13,17 @@ Huber reweighting passes), checks the fit against quality gates and returns the 
 depth image (REP 117/118: float32 metres, NaN unknown, +inf beyond range). Nothing below
 the gates is returned as depth. Residuals are measured in the prediction's own normalised
 units by default (`AlignmentConfig.residual='prediction'`); relative-error weighting
-(`'relative'`) is available. On data whose error lives in the prediction's space (smooth
-error of the relative map), the relative weighting was measured at up to 1.4× the oracle's
-AbsRel in disparity space against 1.06× for the default.
+(`'relative'`) is available.
+
+Local correction (`AlignmentConfig.correction='local'`): a monocular prediction's error is
+not one affine map, so after the global fit the residuals of the lidar points in the
+model's space are spread over the image by a regularised least-squares problem on a coarse
+grid of nodes (one per `correction_cell` pixels): a data term at nodes near the points, a
+smoothness term between neighbouring nodes that is cut where the prediction itself has a
+depth edge, and a weak pull towards zero so that the correction fades back to the global
+fit away from the points (outside the lidar's field of view). Points are weighted robustly
+(Tukey biweight against the local field), and the grid is interpolated to pixels with
+weights that again respect the prediction's edges. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
@@ -25,10 +33,12 @@ carries smoothed anchors; each frame maps them back to an (s, t) for its own per
 """
 
 from dataclasses import dataclass, replace
+import functools
 import math
 from typing import Optional, Tuple
 
 import numpy as np
+from scipy.linalg import solveh_banded
 
 DEPTH = 'depth'
 DISPARITY = 'disparity'
@@ -43,6 +53,8 @@ TEMPORAL_GATED = 'gated'      # anchors jumped: the prior's anchors were used, f
 TEMPORAL_RESET = 'reset'      # too many consecutive jumps: this frame's fit replaced the prior
 
 _IRLS_POINTS = 4096  # points per early reweighting pass (see _irls)
+
+CORRECTIONS = ('none', 'local')
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,7 @@ class AlignmentConfig:
             model's normalised space. 'relative': ŷ / y − 1, least squares on relative
             errors (weights 1/y²), i.e. errors proportional to y; for log-depth models
             ŷ − y, which is already the relative error of the depth.
-        inlier_threshold: a point is an inlier if |residual| < this (0.08 flagged good fits
-            of the demo models as inconsistent on hard indoor frames: inlier ratio ~0.5).
+        inlier_threshold: a point is an inlier if |residual| < this.
         ransac_iterations: 2-point hypotheses drawn (all at once).
         ransac_max_points: points scored per hypothesis (random subset beyond this).
         seed: seed of the random draws; a fixed seed makes `align` deterministic.
@@ -83,6 +94,22 @@ class AlignmentConfig:
         max_rejections: after this many consecutive gated frames the prior is replaced by
             the current frame's fit (the scene really changed).
         stats_stride: pixel stride of the subsample used for image percentiles.
+        correction: 'none' (the global fit only) or 'local' (the global fit plus a smooth,
+            edge-aware correction from the lidar residuals; see the module doc).
+        correction_cell: pixels between the nodes of the correction grid; the correction
+            cannot vary faster than this, and its cost falls with the square of it.
+        correction_smoothness: weight of the smoothness term between neighbouring nodes
+            relative to the data term of a node with points (larger = smoother).
+        correction_reach: distance in pixels over which the correction fades back to the
+            global fit away from lidar points (e-folding length).
+        correction_edge: relative depth step between a pixel and a node (or two nodes),
+            e.g. 0.1 = 10 %, at which their coupling falls to 1/e; larger steps are
+            treated as depth edges that the correction does not cross.
+        correction_outlier: points whose depth differs from the global fit by more than
+            this relative amount are not used by the correction, and points whose misfit
+            to the local correction exceeds 4.685 robust σ (Tukey) are dropped.
+        correction_max: largest relative change of depth the correction may apply at a
+            pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
     """
 
     min_points: int = 30
@@ -105,6 +132,13 @@ class AlignmentConfig:
     max_anchor_jump: float = 0.3
     max_rejections: int = 3
     stats_stride: int = 4
+    correction: str = 'local'
+    correction_cell: int = 16
+    correction_smoothness: float = 4.0
+    correction_reach: float = 48.0
+    correction_edge: float = 0.1
+    correction_outlier: float = 0.5
+    correction_max: float = 0.5
 
     def __post_init__(self) -> None:
         """Check every parameter's range (ValueError naming the parameter)."""
@@ -130,6 +164,13 @@ class AlignmentConfig:
             'max_anchor_jump': self.max_anchor_jump > 0.0,
             'max_rejections': self.max_rejections >= 1,
             'stats_stride': self.stats_stride >= 1,
+            'correction': self.correction in CORRECTIONS,
+            'correction_cell': self.correction_cell >= 1,
+            'correction_smoothness': self.correction_smoothness > 0.0,
+            'correction_reach': self.correction_reach > 0.0,
+            'correction_edge': self.correction_edge > 0.0,
+            'correction_outlier': self.correction_outlier > 0.0,
+            'correction_max': self.correction_max > 0.0,
         }
         for name, good in checks.items():
             if not good:
@@ -190,6 +231,16 @@ class AlignmentResult:
         scale_only: True when the shift came from the prior (degenerate spread of d).
         temporal: 'none', 'init', 'blended', 'gated' or 'reset' (see module constants).
         prior: the state to pass to the next frame (None after a failure: reset).
+        correction: what was applied after the global fit: 'none', 'local', or 'skipped'
+            (configured but not applied: the frame was gated by the temporal filter, so its
+            lidar is not trusted, or the image is smaller than 2×2 pixels).
+        correction_spread: 95th percentile over the image of the relative depth change
+            applied by the correction, |z_local / z_global − 1| (first order); NaN
+            without a correction.
+        support_fraction: share of the image (0–1) where the correction is carried mostly
+            by lidar points (its confidence > 0.5); where it is not, it fades to the global
+            fit. NaN without a correction.
+        correction_points: points that carried weight in the correction's last pass.
     """
 
     ok: bool
@@ -205,6 +256,10 @@ class AlignmentResult:
     scale_only: bool = False
     temporal: str = TEMPORAL_NONE
     prior: Optional[AlignmentPrior] = None
+    correction: str = 'none'
+    correction_spread: float = math.nan
+    support_fraction: float = math.nan
+    correction_points: int = 0
 
     @property
     def inlier_ratio(self) -> float:
@@ -326,16 +381,29 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     if finite < cfg.min_finite_fraction:
         return fail(f'implausible fit: depth finite on only {finite:.0%} of the image '
                     f'(< min_finite_fraction={cfg.min_finite_fraction})', n, n_inl)
-    depth = to_metric(rel.astype(np.float32, copy=False), space, s, t, cfg.near_limit,
-                      cfg.far_limit)
+    rel32 = rel.astype(np.float32, copy=False)
+    local = None
+    applied = 'none'
+    if cfg.correction == 'local':
+        applied = 'skipped'
+        if state != TEMPORAL_GATED and min(rel.shape) >= 2:
+            local = _local_correction(rel32, space, s, t, uv[valid], d, y, cfg)
+            applied = 'local'
+    if local is None:
+        depth = to_metric(rel32, space, s, t, cfg.near_limit, cfg.far_limit)
+    else:
+        depth = to_metric(local.y, space, 1.0, 0.0, cfg.near_limit, cfg.far_limit)
     z_hat = to_metric(d[fit.inliers], space, s, t, cfg.near_limit, cfg.far_limit)
     err = np.abs(z_hat - zv[fit.inliers]) / zv[fit.inliers]
     err = np.where(np.isnan(err), np.inf, err)
+    extra = {} if local is None else dict(
+        correction_spread=local.spread, support_fraction=local.support,
+        correction_points=local.points)
     return AlignmentResult(
         ok=True, reason='', depth=depth, space=space, scale=float(s), shift=float(t),
         n_points=n, n_inliers=n_inl, median_rel_error=float(np.median(err)),
         p90_rel_error=float(np.percentile(err, 90)), scale_only=fit.scale_only,
-        temporal=state, prior=new_prior)
+        temporal=state, prior=new_prior, correction=applied, **extra)
 
 
 def to_model_space(depth: np.ndarray, space: str) -> np.ndarray:
@@ -585,6 +653,208 @@ def _irls(d: np.ndarray, res: _Residual, s: float, t: float, fixed_t: bool,
     if not s > 0.0:
         return None
     return _Fit(s=s, t=t, inliers=np.abs(res(s, t, d)) < tau, scale_only=fixed_t)
+
+
+@dataclass(frozen=True)
+class _Local:
+    """Outcome of `_local_correction`: corrected model-space image and what it did."""
+
+    y: np.ndarray
+    spread: float
+    support: float
+    points: int
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Correction grid of gh×gw nodes spread evenly over an H×W image (corners included).
+
+    Pixel row v lies between node rows i0[v] and i0[v] + 1 at fraction fy[v] (columns alike);
+    node (i, j) sits at pixel (rows[i], cols[j]). up_rows (H×gh) and up_cols (W×gw) are the
+    bilinear interpolation matrices, so that the plain interpolation of a node field C is
+    up_rows @ C @ up_cols.T.
+    """
+
+    gh: int
+    gw: int
+    rows: np.ndarray
+    cols: np.ndarray
+    i0: np.ndarray
+    fy: np.ndarray
+    j0: np.ndarray
+    fx: np.ndarray
+    up_rows: np.ndarray
+    up_cols: np.ndarray
+
+
+def _axis(size: int, nodes: int):
+    pos = np.arange(size) * ((nodes - 1) / max(size - 1, 1))
+    lo = np.minimum(pos.astype(np.intp), nodes - 2)
+    frac = (pos - lo).astype(np.float32)
+    up = np.zeros((size, nodes), np.float32)
+    up[np.arange(size), lo] = 1.0 - frac
+    up[np.arange(size), lo + 1] += frac
+    at = np.rint(np.arange(nodes) * ((size - 1) / (nodes - 1))).astype(np.intp)
+    return at, lo, frac, up
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(height: int, width: int, cell: int) -> _Grid:
+    gh = max(2, -(-(height - 1) // cell) + 1)
+    gw = max(2, -(-(width - 1) // cell) + 1)
+    rows, i0, fy, up_rows = _axis(height, gh)
+    cols, j0, fx, up_cols = _axis(width, gw)
+    return _Grid(gh, gw, rows, cols, i0, fy, j0, fx, up_rows, up_cols)
+
+
+def _edge_scale(space: str, a: np.ndarray, b: np.ndarray, cfg: AlignmentConfig):
+    """1 / (the value against which a model-space step a − b is a relative depth step)."""
+    if space == LOG_DEPTH:
+        return 1.0
+    floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
+    return 1.0 / np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+
+
+def _coupling(space: str, a: np.ndarray, b: np.ndarray, cfg: AlignmentConfig) -> np.ndarray:
+    """Edge-aware weight exp(−(relative depth step / correction_edge)²); 0 for NaN."""
+    step = (a - b) * _edge_scale(space, a, b, cfg) / cfg.correction_edge
+    w = np.exp(-step * step)
+    return np.where(np.isfinite(w), w, 0.0)
+
+
+def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray,
+                smooth: float, pull: float) -> np.ndarray:
+    """Minimise Σ α(c − r)² + smooth·Σ w (c_k − c_j)² + pull·Σ c² over a gh×gw grid.
+
+    alpha: gh×gw data weights; rhs: gh×gw×K right-hand sides (α·r); w_rows: (gh−1)×gw
+    couplings between vertical neighbours, w_cols: gh×(gw−1) between horizontal ones.
+    The normal equations are symmetric positive definite and banded with the grid's
+    shorter side as bandwidth, so scipy's banded Cholesky solves them exactly in
+    O(nodes·bandwidth²); measured faster here than SuperLU or CG (docs/local-correction.md).
+    """
+    transpose = alpha.shape[0] < alpha.shape[1]
+    if transpose:  # make axis 1 the shorter one (the bandwidth)
+        alpha, rhs = alpha.T, rhs.transpose(1, 0, 2)
+        w_rows, w_cols = w_cols.T, w_rows.T
+    m, n = alpha.shape
+    along = np.zeros((m, n))   # coupling of node (a, b) with (a, b − 1)
+    along[:, 1:] = w_cols
+    across = np.zeros((m, n))  # coupling of node (a, b) with (a − 1, b)
+    across[1:] = w_rows
+    diag = alpha + pull + smooth * (along + across)
+    diag[:, :-1] += smooth * w_cols
+    diag[:-1] += smooth * w_rows
+    bands = np.zeros((n + 1, m * n))
+    bands[n] = diag.ravel()
+    bands[n - 1] = -smooth * along.ravel()
+    bands[0] -= smooth * across.ravel()
+    c = solveh_banded(bands, rhs.reshape(m * n, -1), check_finite=False)
+    c = c.reshape(m, n, -1)
+    return c.transpose(1, 0, 2) if transpose else c
+
+
+def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.ndarray,
+                      d: np.ndarray, y: np.ndarray, cfg: AlignmentConfig) -> _Local:
+    """Spread the points' model-space residuals y − (s·d + t) over the image (module doc).
+
+    rel: H×W float32 prediction; uv: N×2 pixels of the valid points, d their predictions
+    and y their targets in the model's space. Returns the corrected H×W model-space image
+    s·rel + t + c (float32).
+    """
+    h, w = rel.shape
+    cell = min(cfg.correction_cell, max(1, min(h, w) - 1))
+    g = _grid(h, w, cell)
+    y_hat = s * d + t
+    r = y - y_hat
+    if space == LOG_DEPTH:
+        per_unit = np.ones_like(r)  # relative depth error per model-space unit
+        limit = math.log1p(cfg.correction_outlier)
+    else:
+        floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
+        per_unit = 1.0 / np.maximum(np.abs(y_hat), floor)
+        limit = cfg.correction_outlier
+    rel_err = r * per_unit
+    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit)
+
+    # Node guide: the fitted prediction at the node pixels; couplings between nodes.
+    node_y = s * rel[g.rows[:, None], g.cols[None, :]].astype(np.float64) + t
+    w_rows = _coupling(space, node_y[1:], node_y[:-1], cfg)
+    w_cols = _coupling(space, node_y[:, 1:], node_y[:, :-1], cfg)
+
+    # Each point feeds its four surrounding nodes: bilinear weight × edge coupling.
+    u, v = uv[use, 0], uv[use, 1]
+    r, y_hat, per_unit = r[use], y_hat[use], per_unit[use]
+    i0, j0, fy, fx = g.i0[v], g.j0[u], g.fy[v].astype(np.float64), g.fx[u].astype(np.float64)
+    corners = np.stack([i0 * g.gw + j0, i0 * g.gw + j0 + 1,
+                        (i0 + 1) * g.gw + j0, (i0 + 1) * g.gw + j0 + 1], axis=1)
+    bil = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+    flat_y = node_y.ravel()
+    link = bil * _coupling(space, y_hat[:, None], flat_y[corners], cfg)
+    link_sum = link.sum(axis=1)
+
+    nodes = g.gh * g.gw
+    smooth = cfg.correction_smoothness
+    pull = smooth * (cell / cfg.correction_reach) ** 2
+    weight = np.ones_like(r)
+    c = conf = None
+    for last in (False, True):
+        a = np.bincount(corners.ravel(), (link * weight[:, None]).ravel(), nodes)
+        b = np.bincount(corners.ravel(), (link * (weight * r)[:, None]).ravel(), nodes)
+        alpha = a / (a + 1.0)  # a node's data weight saturates at about one point
+        mean = b / np.maximum(a, 1e-12)
+        rhs = (alpha * mean)[:, None] if not last else np.stack([alpha * mean, alpha], 1)
+        sol = _solve_grid(alpha.reshape(g.gh, g.gw), rhs.reshape(g.gh, g.gw, -1),
+                          w_rows, w_cols, smooth, pull)
+        c = sol[..., 0]
+        if last:
+            conf = sol[..., 1]
+            break
+        # Tukey biweight of each point's misfit to the local field, in relative depth.
+        at_point = (link * c.ravel()[corners]).sum(axis=1) / np.maximum(link_sum, 1e-3)
+        miss = (r - at_point) * per_unit
+        sigma = max(1.4826 * float(np.median(np.abs(miss))), 1e-3) if miss.size else 1.0
+        q = miss / (4.685 * sigma)
+        weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
+
+    # Bound the change of depth at the nodes; nodes on unknown pixels get none.
+    m = cfg.correction_max
+    if space == LOG_DEPTH:
+        lo, hi = -math.log1p(m), math.log1p(m)
+    else:
+        pos = np.where(node_y > 0.0, node_y, 0.0)
+        lo, hi = pos * (1.0 / (1.0 + m) - 1.0), pos * m
+    c = np.where(np.isfinite(node_y), np.clip(c, lo, hi), 0.0)
+
+    # Pixels: bilinear interpolation, made edge-aware in the cells whose nodes disagree.
+    field = (g.up_rows @ c.astype(np.float32)) @ g.up_cols.T
+    split = np.minimum(np.minimum(w_rows[:, :-1], w_rows[:, 1:]),
+                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.5
+    if split.any():
+        pick = split[g.i0][:, g.j0]
+        pv, pu = np.nonzero(pick)
+        pi, pj = g.i0[pv], g.j0[pu]
+        fy, fx = g.fy[pv], g.fx[pu]
+        py = s * rel[pv, pu].astype(np.float64) + t
+        num = np.zeros(pv.size)
+        den = np.full(pv.size, 1e-3)
+        for di, dj, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            k = wt * _coupling(space, py, node_y[pi + di, pj + dj], cfg)
+            num += k * c[pi + di, pj + dj]
+            den += k
+        field[pv, pu] = num / den
+    field += np.float32(t)
+    field += rel * np.float32(s)
+
+    if space == LOG_DEPTH:
+        change = np.abs(np.expm1(c))
+    elif space == DEPTH:
+        change = np.abs(c) / np.maximum(np.abs(node_y), cfg.near_limit)
+    else:
+        change = np.abs(c) / np.maximum(np.abs(node_y + c), 1.0 / cfg.far_limit)
+    change = change[np.isfinite(node_y)]
+    return _Local(y=field, spread=float(np.percentile(change, 95)) if change.size else 0.0,
+                  support=float(np.mean(conf > 0.5)), points=int(np.count_nonzero(weight)))
 
 
 def _temporal(prior: Optional[AlignmentPrior], anchors: Tuple[float, float], fit: _Fit,
