@@ -38,7 +38,6 @@ import math
 from typing import Optional, Tuple
 
 import numpy as np
-from scipy.linalg import solveh_banded
 
 DEPTH = 'depth'
 DISPARITY = 'disparity'
@@ -55,6 +54,8 @@ TEMPORAL_RESET = 'reset'      # too many consecutive jumps: this frame's fit rep
 _IRLS_POINTS = 4096  # points per early reweighting pass (see _irls)
 
 CORRECTIONS = ('none', 'local')
+_REFERENCE = 5.0  # smoothness of the outlier pass relative to correction_smoothness
+_SATURATION = 1.0  # point weight at which a node's data term reaches half its full weight
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ class AlignmentConfig:
             to the local correction exceeds 4.685 robust σ (Tukey) are dropped.
         correction_max: largest relative change of depth the correction may apply at a
             pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
+        correction_deadband: the correction is shrunk towards zero by this many robust σ
+            of the points' misfit to it (their noise), so that noise alone corrects nothing.
     """
 
     min_points: int = 30
@@ -133,12 +136,13 @@ class AlignmentConfig:
     max_rejections: int = 3
     stats_stride: int = 4
     correction: str = 'local'
-    correction_cell: int = 16
-    correction_smoothness: float = 4.0
+    correction_cell: int = 8
+    correction_smoothness: float = 0.05
     correction_reach: float = 48.0
     correction_edge: float = 0.1
     correction_outlier: float = 0.5
     correction_max: float = 0.5
+    correction_deadband: float = 1.0
 
     def __post_init__(self) -> None:
         """Check every parameter's range (ValueError naming the parameter)."""
@@ -171,6 +175,7 @@ class AlignmentConfig:
             'correction_edge': self.correction_edge > 0.0,
             'correction_outlier': self.correction_outlier > 0.0,
             'correction_max': self.correction_max > 0.0,
+            'correction_deadband': self.correction_deadband >= 0.0,
         }
         for name, good in checks.items():
             if not good:
@@ -670,9 +675,7 @@ class _Grid:
     """Correction grid of gh×gw nodes spread evenly over an H×W image (corners included).
 
     Pixel row v lies between node rows i0[v] and i0[v] + 1 at fraction fy[v] (columns alike);
-    node (i, j) sits at pixel (rows[i], cols[j]). up_rows (H×gh) and up_cols (W×gw) are the
-    bilinear interpolation matrices, so that the plain interpolation of a node field C is
-    up_rows @ C @ up_cols.T.
+    node (i, j) sits at pixel (rows[i], cols[j]).
     """
 
     gh: int
@@ -683,74 +686,119 @@ class _Grid:
     fy: np.ndarray
     j0: np.ndarray
     fx: np.ndarray
-    up_rows: np.ndarray
-    up_cols: np.ndarray
 
 
 def _axis(size: int, nodes: int):
     pos = np.arange(size) * ((nodes - 1) / max(size - 1, 1))
     lo = np.minimum(pos.astype(np.intp), nodes - 2)
     frac = (pos - lo).astype(np.float32)
-    up = np.zeros((size, nodes), np.float32)
-    up[np.arange(size), lo] = 1.0 - frac
-    up[np.arange(size), lo + 1] += frac
     at = np.rint(np.arange(nodes) * ((size - 1) / (nodes - 1))).astype(np.intp)
-    return at, lo, frac, up
+    return at, lo, frac
 
 
 @functools.lru_cache(maxsize=8)
 def _grid(height: int, width: int, cell: int) -> _Grid:
     gh = max(2, -(-(height - 1) // cell) + 1)
     gw = max(2, -(-(width - 1) // cell) + 1)
-    rows, i0, fy, up_rows = _axis(height, gh)
-    cols, j0, fx, up_cols = _axis(width, gw)
-    return _Grid(gh, gw, rows, cols, i0, fy, j0, fx, up_rows, up_cols)
+    rows, i0, fy = _axis(height, gh)
+    cols, j0, fx = _axis(width, gw)
+    return _Grid(gh, gw, rows, cols, i0, fy, j0, fx)
 
 
-def _edge_scale(space: str, a: np.ndarray, b: np.ndarray, cfg: AlignmentConfig):
-    """1 / (the value against which a model-space step a − b is a relative depth step)."""
-    if space == LOG_DEPTH:
-        return 1.0
-    floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
-    return 1.0 / np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+def _inverse_depth(space: str, y: np.ndarray) -> np.ndarray:
+    """Inverse depth (1/m, ≥ 0, NaN unknown) of model-space values: the edge guide.
+
+    Inverse depth is affine in the pixel coordinates on every plane, so a steady slope
+    (a floor at a grazing angle) is told apart from a step (a depth edge).
+    """
+    with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+        if space == LOG_DEPTH:
+            return np.exp(-y)
+        if space == DEPTH:
+            return np.where(y > 0.0, 1.0 / y, np.nan)
+        return np.maximum(y, 0.0)
 
 
-def _coupling(space: str, a: np.ndarray, b: np.ndarray, cfg: AlignmentConfig) -> np.ndarray:
-    """Edge-aware weight exp(−(relative depth step / correction_edge)²); 0 for NaN."""
-    step = (a - b) * _edge_scale(space, a, b, cfg) / cfg.correction_edge
+def _similarity(qa: np.ndarray, qb: np.ndarray, floor: float, edge: float) -> np.ndarray:
+    """exp(−(relative step between inverse depths qa, qb / edge)²); 0 where either is NaN."""
+    step = (qa - qb) / (np.maximum(np.maximum(qa, qb), floor) * edge)
     w = np.exp(-step * step)
-    return np.where(np.isfinite(w), w, 0.0)
+    return np.where(np.isnan(w), 0.0, w)
+
+
+def _node_coupling(q: np.ndarray, axis: int, floor: float, edge: float) -> np.ndarray:
+    """Coupling of neighbouring nodes along `axis` from the guide's excess step.
+
+    A step between two nodes is compared with the steps just before and after it; the
+    part that neither explains (the excess, as a relative depth step) is the depth edge.
+    On a plane the steps are equal and the coupling is 1.
+    """
+    step = np.diff(q, axis=axis)
+    pad = np.full_like(np.take(step, [0], axis=axis), np.nan)
+    before = np.concatenate([pad, step], axis=axis)
+    after = np.concatenate([step, pad], axis=axis)
+    n = step.shape[axis]
+    prev = np.take(before, range(n), axis=axis)
+    nxt = np.take(after, range(1, n + 1), axis=axis)
+    with np.errstate(invalid='ignore'):
+        excess = np.fmin(np.abs(step - prev), np.abs(step - nxt))
+        excess = np.where(np.isnan(excess), np.abs(step), excess)
+        top = np.maximum(np.take(q, range(n), axis=axis), np.take(q, range(1, n + 1), axis=axis))
+        rel = excess / (np.maximum(top, floor) * edge)
+    w = np.exp(-rel * rel)
+    return np.where(np.isnan(w), 0.0, w)
 
 
 def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray,
-                smooth: float, pull: float) -> np.ndarray:
+                smooth: float, pull: float, tol: float = 1e-3,
+                max_iter: int = 300) -> np.ndarray:
     """Minimise Σ α(c − r)² + smooth·Σ w (c_k − c_j)² + pull·Σ c² over a gh×gw grid.
 
-    alpha: gh×gw data weights; rhs: gh×gw×K right-hand sides (α·r); w_rows: (gh−1)×gw
+    alpha: gh×gw data weights; rhs: K×gh×gw right-hand sides (α·r); w_rows: (gh−1)×gw
     couplings between vertical neighbours, w_cols: gh×(gw−1) between horizontal ones.
-    The normal equations are symmetric positive definite and banded with the grid's
-    shorter side as bandwidth, so scipy's banded Cholesky solves them exactly in
-    O(nodes·bandwidth²); measured faster here than SuperLU or CG (docs/local-correction.md).
+    The normal equations are symmetric positive definite and well conditioned (the pull
+    bounds the condition number by about 1 + 8·smooth/pull), so Jacobi-preconditioned
+    conjugate gradients on the 5-point stencil converge in tens of iterations. Written
+    with numpy slicing rather than a LAPACK banded or SuperLU solve: those were measured
+    to stall for up to seconds on a loaded machine in OpenBLAS threads (see
+    docs/local-correction.md).
     """
-    transpose = alpha.shape[0] < alpha.shape[1]
-    if transpose:  # make axis 1 the shorter one (the bandwidth)
-        alpha, rhs = alpha.T, rhs.transpose(1, 0, 2)
-        w_rows, w_cols = w_cols.T, w_rows.T
-    m, n = alpha.shape
-    along = np.zeros((m, n))   # coupling of node (a, b) with (a, b − 1)
-    along[:, 1:] = w_cols
-    across = np.zeros((m, n))  # coupling of node (a, b) with (a − 1, b)
-    across[1:] = w_rows
-    diag = alpha + pull + smooth * (along + across)
-    diag[:, :-1] += smooth * w_cols
+    diag = alpha + pull
+    diag = diag + 0.0
+    diag[1:] += smooth * w_rows
     diag[:-1] += smooth * w_rows
-    bands = np.zeros((n + 1, m * n))
-    bands[n] = diag.ravel()
-    bands[n - 1] = -smooth * along.ravel()
-    bands[0] -= smooth * across.ravel()
-    c = solveh_banded(bands, rhs.reshape(m * n, -1), check_finite=False)
-    c = c.reshape(m, n, -1)
-    return c.transpose(1, 0, 2) if transpose else c
+    diag[:, 1:] += smooth * w_cols
+    diag[:, :-1] += smooth * w_cols
+    sw_rows, sw_cols = smooth * w_rows, smooth * w_cols
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        out = diag * x
+        out[:, 1:] -= sw_rows * x[:, :-1]
+        out[:, :-1] -= sw_rows * x[:, 1:]
+        out[:, :, 1:] -= sw_cols * x[:, :, :-1]
+        out[:, :, :-1] -= sw_cols * x[:, :, 1:]
+        return out
+
+    inv = 1.0 / diag
+    x = rhs * inv
+    r = rhs - apply(x)
+    z = r * inv
+    p = z.copy()
+    rz = (r * z).sum(axis=(1, 2))
+    stop = (tol * tol) * np.maximum((rhs * rhs * inv).sum(axis=(1, 2)), 1e-300)
+    for _ in range(max_iter):
+        if np.all(rz <= stop):
+            break
+        q = apply(p)
+        step = rz / np.maximum((p * q).sum(axis=(1, 2)), 1e-300)
+        x += step[:, None, None] * p
+        r -= step[:, None, None] * q
+        z = r * inv
+        rz_new = (r * z).sum(axis=(1, 2))
+        p *= (rz_new / np.maximum(rz, 1e-300))[:, None, None]
+        p += z
+        rz = rz_new
+    return x
 
 
 def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.ndarray,
@@ -776,45 +824,63 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     rel_err = r * per_unit
     use = np.isfinite(rel_err) & (np.abs(rel_err) < limit)
 
-    # Node guide: the fitted prediction at the node pixels; couplings between nodes.
+    # Guide: inverse depth of the global fit at the nodes; couplings between nodes.
+    floor, edge = 1.0 / cfg.far_limit, cfg.correction_edge
     node_y = s * rel[g.rows[:, None], g.cols[None, :]].astype(np.float64) + t
-    w_rows = _coupling(space, node_y[1:], node_y[:-1], cfg)
-    w_cols = _coupling(space, node_y[:, 1:], node_y[:, :-1], cfg)
+    node_q = _inverse_depth(space, node_y)
+    w_rows = _node_coupling(node_q, 0, floor, edge)
+    w_cols = _node_coupling(node_q, 1, floor, edge)
 
-    # Each point feeds its four surrounding nodes: bilinear weight × edge coupling.
+    split = np.minimum(np.minimum(w_rows[:, :-1], w_rows[:, 1:]),
+                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.5
+
+    # Each point feeds its four surrounding nodes: bilinear weight × similarity.
     u, v = uv[use, 0], uv[use, 1]
     r, y_hat, per_unit = r[use], y_hat[use], per_unit[use]
     i0, j0, fy, fx = g.i0[v], g.j0[u], g.fy[v].astype(np.float64), g.fx[u].astype(np.float64)
     corners = np.stack([i0 * g.gw + j0, i0 * g.gw + j0 + 1,
                         (i0 + 1) * g.gw + j0, (i0 + 1) * g.gw + j0 + 1], axis=1)
     bil = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
-    flat_y = node_y.ravel()
-    link = bil * _coupling(space, y_hat[:, None], flat_y[corners], cfg)
+    link = bil * _similarity(_inverse_depth(space, y_hat)[:, None],
+                             node_q.ravel()[corners], floor, edge)
     link_sum = link.sum(axis=1)
 
     nodes = g.gh * g.gw
-    smooth = cfg.correction_smoothness
-    pull = smooth * (cell / cfg.correction_reach) ** 2
-    weight = np.ones_like(r)
-    c = conf = None
-    for last in (False, True):
+    def solve(weight: np.ndarray, smooth: float, with_confidence: bool):
         a = np.bincount(corners.ravel(), (link * weight[:, None]).ravel(), nodes)
         b = np.bincount(corners.ravel(), (link * (weight * r)[:, None]).ravel(), nodes)
-        alpha = a / (a + 1.0)  # a node's data weight saturates at about one point
-        mean = b / np.maximum(a, 1e-12)
-        rhs = (alpha * mean)[:, None] if not last else np.stack([alpha * mean, alpha], 1)
-        sol = _solve_grid(alpha.reshape(g.gh, g.gw), rhs.reshape(g.gh, g.gw, -1),
-                          w_rows, w_cols, smooth, pull)
-        c = sol[..., 0]
-        if last:
-            conf = sol[..., 1]
-            break
-        # Tukey biweight of each point's misfit to the local field, in relative depth.
-        at_point = (link * c.ravel()[corners]).sum(axis=1) / np.maximum(link_sum, 1e-3)
-        miss = (r - at_point) * per_unit
-        sigma = max(1.4826 * float(np.median(np.abs(miss))), 1e-3) if miss.size else 1.0
-        q = miss / (4.685 * sigma)
-        weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
+        alpha = a / (a + _SATURATION)  # a node's data weight saturates with points
+        rhs = alpha * (b / np.maximum(a, 1e-12))
+        rhs = np.stack([rhs, alpha]) if with_confidence else rhs[None]
+        pull = smooth * (cell / cfg.correction_reach) ** 2
+        return _solve_grid(alpha.reshape(g.gh, g.gw), rhs.reshape(-1, g.gh, g.gw),
+                           w_rows, w_cols, smooth, pull), a.reshape(g.gh, g.gw)
+
+    def misfit(field: np.ndarray) -> np.ndarray:
+        """Relative depth misfit of each point to a node field."""
+        at = (link * field.ravel()[corners]).sum(axis=1) / np.maximum(link_sum, 1e-3)
+        return (r - at) * per_unit
+
+    def robust_sigma(miss: np.ndarray) -> float:
+        return max(1.4826 * float(np.median(np.abs(miss))), 1e-4) if miss.size else 1.0
+
+    # Pass 1: a smoother reference field; points far from it (Tukey biweight, 4.685
+    # robust σ) are isolated outliers and get no weight in pass 2.
+    smooth = cfg.correction_smoothness
+    miss = misfit(solve(np.ones_like(r), _REFERENCE * smooth, False)[0][0])
+    q = miss / (4.685 * robust_sigma(miss))
+    weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
+    sol, mass = solve(weight, smooth, True)
+    c, conf = sol[0], sol[1]
+    # Dead band: the correction is shrunk by deadband × its standard error at the node
+    # (noise σ of the points / √(point weight near the node)), so noise alone corrects
+    # nothing.
+    miss = misfit(c)[weight > 0.0]
+    band = cfg.correction_deadband * robust_sigma(miss) / np.sqrt(1.0 + mass)
+    if space != LOG_DEPTH:
+        band = band * np.maximum(np.abs(node_y), 1.0 / cfg.far_limit if space == DISPARITY
+                                 else cfg.near_limit)
+    c = np.sign(c) * np.maximum(np.abs(c) - band, 0.0)
 
     # Bound the change of depth at the nodes; nodes on unknown pixels get none.
     m = cfg.correction_max
@@ -823,26 +889,34 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     else:
         pos = np.where(node_y > 0.0, node_y, 0.0)
         lo, hi = pos * (1.0 / (1.0 + m) - 1.0), pos * m
-    c = np.where(np.isfinite(node_y), np.clip(c, lo, hi), 0.0)
+    c = np.where(np.isfinite(node_q), np.clip(c, lo, hi), 0.0)
 
-    # Pixels: bilinear interpolation, made edge-aware in the cells whose nodes disagree.
-    field = (g.up_rows @ c.astype(np.float32)) @ g.up_cols.T
-    split = np.minimum(np.minimum(w_rows[:, :-1], w_rows[:, 1:]),
-                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.5
+    # Pixels: bilinear interpolation, made edge-aware in the cells that hold an edge.
+    c32 = c.astype(np.float32)
+    rows = c32[g.i0] * (1.0 - g.fy)[:, None] + c32[g.i0 + 1] * g.fy[:, None]
+    field = rows[:, g.j0]
+    field *= 1.0 - g.fx
+    field += rows[:, g.j0 + 1] * g.fx
     if split.any():
-        pick = split[g.i0][:, g.j0]
-        pv, pu = np.nonzero(pick)
-        pi, pj = g.i0[pv], g.j0[pu]
+        pv, pu = np.nonzero(split[g.i0][:, g.j0])
+        base = g.i0[pv] * g.gw + g.j0[pu]
         fy, fx = g.fy[pv], g.fx[pu]
-        py = s * rel[pv, pu].astype(np.float64) + t
-        num = np.zeros(pv.size)
-        den = np.full(pv.size, 1e-3)
-        for di, dj, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
-            k = wt * _coupling(space, py, node_y[pi + di, pj + dj], cfg)
-            num += k * c[pi + di, pj + dj]
+        pq = _inverse_depth(space, rel[pv, pu] * np.float32(s) + np.float32(t))
+        inv = 1.0 / (np.maximum(pq, np.float32(floor)) * np.float32(edge))
+        nq = np.where(np.isnan(node_q), 1e6, node_q).astype(np.float32).ravel()
+        cf = c32.ravel()
+        num = np.zeros(pv.size, np.float32)
+        den = np.full(pv.size, 1e-3, np.float32)
+        for off, wt in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx),
+                        (g.gw, fy * (1 - fx)), (g.gw + 1, fy * fx)):
+            k = (nq.take(base + off) - pq) * inv
+            k *= k
+            k = np.exp(-k, out=k)
+            k *= wt
+            num += k * cf.take(base + off)
             den += k
-        field[pv, pu] = num / den
+        known = np.isfinite(den)
+        field[pv[known], pu[known]] = num[known] / den[known]
     field += np.float32(t)
     field += rel * np.float32(s)
 
@@ -852,7 +926,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
         change = np.abs(c) / np.maximum(np.abs(node_y), cfg.near_limit)
     else:
         change = np.abs(c) / np.maximum(np.abs(node_y + c), 1.0 / cfg.far_limit)
-    change = change[np.isfinite(node_y)]
+    change = change[np.isfinite(node_q)]
     return _Local(y=field, spread=float(np.percentile(change, 95)) if change.size else 0.0,
                   support=float(np.mean(conf > 0.5)), points=int(np.count_nonzero(weight)))
 
