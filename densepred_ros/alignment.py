@@ -397,7 +397,7 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     if local is None:
         depth = to_metric(rel32, space, s, t, cfg.near_limit, cfg.far_limit)
     else:
-        depth = to_metric(local.y, space, 1.0, 0.0, cfg.near_limit, cfg.far_limit)
+        depth = _metric_in_place(local.y, space, cfg.near_limit, cfg.far_limit)
     z_hat = to_metric(d[fit.inliers], space, s, t, cfg.near_limit, cfg.far_limit)
     err = np.abs(z_hat - zv[fit.inliers]) / zv[fit.inliers]
     err = np.where(np.isnan(err), np.inf, err)
@@ -444,6 +444,13 @@ def to_metric(relative: np.ndarray, space: str, scale: float, shift: float,
     dtype = np.float32 if rel.dtype == np.float32 else np.float64
     y = rel * dtype(scale)
     y += dtype(shift)
+    return _metric_in_place(y, space, near_limit, far_limit)
+
+
+def _metric_in_place(y: np.ndarray, space: str, near_limit: float,
+                     far_limit: float) -> np.ndarray:
+    """`to_metric` of model-space values y (float32 or float64), overwriting y."""
+    dtype = y.dtype.type
     with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
         if space == DEPTH:
             z = y
@@ -832,7 +839,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     w_cols = _node_coupling(node_q, 1, floor, edge)
 
     split = np.minimum(np.minimum(w_rows[:, :-1], w_rows[:, 1:]),
-                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.5
+                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.3
 
     # Each point feeds its four surrounding nodes: bilinear weight × similarity.
     u, v = uv[use, 0], uv[use, 1]

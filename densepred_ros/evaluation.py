@@ -35,7 +35,8 @@ from pathlib import Path
 import re
 from typing import List, Optional, Tuple
 
-from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_metric, to_model_space
+from densepred_ros.alignment import (
+    align, AlignmentConfig, CORRECTIONS, SPACES, to_metric, to_model_space)
 from densepred_ros.camera import CameraModel, project_points, transform_points
 import numpy as np
 
@@ -89,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-depth', type=float, default=80.0,
                         help='evaluation cap and alignment far limit in metres (default: 80)')
     parser.add_argument('--seed', type=int, default=0, help='seed of every random draw')
+    parser.add_argument('--correction', choices=CORRECTIONS,
+                        default=AlignmentConfig.correction,
+                        help='local correction after the global fit (default: %(default)s)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if not frames:
         print(f'no datasets found under {args.data}')
         return 1
-    config = AlignmentConfig(far_limit=args.max_depth)
+    config = AlignmentConfig(far_limit=args.max_depth, correction=args.correction)
     header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
               f'{"delta1":>7} {"oracle AbsRel":>14} {"oracle delta1":>14}  status')
     print(f'space: {args.space}; relative input: '

@@ -326,8 +326,9 @@ def depth_edge_mask(depth: np.ndarray, threshold: float = 0.05, step: int = 3) -
 
     Returns:
         H×W bool, True for flying pixels (set them to NaN before building points).
-        Pixels whose sides are unknown (NaN, image border) on an axis are judged by the
-        other axis only.
+        Where a side's extrapolation is unknown (NaN pixels, the image border), that
+        side's next pixel stands in for it; a pixel with no known neighbour on an axis is
+        judged by the other axis only.
 
     Raises:
         ValueError: bad shape, dtype, threshold or step.
@@ -353,6 +354,9 @@ def depth_edge_mask(depth: np.ndarray, threshold: float = 0.05, step: int = 3) -
             centre = p[2 * k:2 * k + n]
             left = 2.0 * p[k:k + n] - p[:n]
             right = 2.0 * p[3 * k:3 * k + n] - p[4 * k:4 * k + n]
+            # Where a side's extrapolation is unknown (border, NaN), its next pixel stands in.
+            left = np.where(np.isnan(left), p[2 * k - 1:2 * k - 1 + n], left)
+            right = np.where(np.isnan(right), p[2 * k + 1:2 * k + 1 + n], right)
             scale = np.where(centre > 0.0, 1.0 / centre, np.nan)
             miss = np.fmin(np.abs(centre - left), np.abs(centre - right)) * scale
             flagged |= np.moveaxis(miss > threshold, 0, axis)
