@@ -401,9 +401,9 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     z_hat = to_metric(d[fit.inliers], space, s, t, cfg.near_limit, cfg.far_limit)
     err = np.abs(z_hat - zv[fit.inliers]) / zv[fit.inliers]
     err = np.where(np.isnan(err), np.inf, err)
-    extra = {} if local is None else dict(
-        correction_spread=local.spread, support_fraction=local.support,
-        correction_points=local.points)
+    extra = {} if local is None else {
+        'correction_spread': local.spread, 'support_fraction': local.support,
+        'correction_points': local.points}
     return AlignmentResult(
         ok=True, reason='', depth=depth, space=space, scale=float(s), shift=float(t),
         n_points=n, n_inliers=n_inl, median_rel_error=float(np.median(err)),
@@ -853,6 +853,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     link_sum = link.sum(axis=1)
 
     nodes = g.gh * g.gw
+
     def solve(weight: np.ndarray, smooth: float, with_confidence: bool):
         a = np.bincount(corners.ravel(), (link * weight[:, None]).ravel(), nodes)
         b = np.bincount(corners.ravel(), (link * (weight * r)[:, None]).ravel(), nodes)

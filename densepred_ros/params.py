@@ -227,7 +227,7 @@ class AlignmentSettings:
     correction_edge: float = 0.1
 
     def alignment_config(self) -> AlignmentConfig:
-        """The `alignment.AlignmentConfig` these settings describe (the rest at defaults)."""
+        """Return the `alignment.AlignmentConfig` of these settings (the rest at defaults)."""
         return AlignmentConfig(
             far_limit=self.far_limit, smoothing=self.smoothing, correction=self.correction,
             correction_cell=self.correction_cell,

@@ -22,7 +22,7 @@ def _scene(height=120, width=160):
 
 
 def _relative(z, space, factor=None):
-    """The model's view of z (times an optional error factor), scaled to [0, 1]."""
+    """Return the model's view of z (times an optional error factor), scaled to [0, 1]."""
     y = MODEL_SPACE[space](z * (1.0 if factor is None else factor))
     return ((y - y.min()) / (y.max() - y.min())).astype(np.float32)
 
@@ -37,7 +37,7 @@ def _smooth(shape, amplitude=0.15, seed=0):
 
 
 def _points(z, n, seed=0, rows=None):
-    """n random pixels (optionally only in rows[0] <= v < rows[1]) and their depths."""
+    """Return n random pixels (optionally only in rows[0] <= v < rows[1]) and depths."""
     rng = np.random.default_rng(seed)
     h, w = z.shape
     lo, hi = rows if rows is not None else (0, h)
@@ -100,8 +100,8 @@ def test_correction_fades_to_the_global_fit_without_support():
     top = slice(0, 40)  # 60 px (5 reaches) above the highest point
     np.testing.assert_allclose(local.depth[top], flat.depth[top], rtol=2e-3)
     below = slice(110, 160)
-    assert _abs_rel(local.depth[below], z[below]) < 0.5 * _abs_rel(flat.depth[below],
-                                                                    z[below])
+    improved = _abs_rel(local.depth[below], z[below])
+    assert improved < 0.5 * _abs_rel(flat.depth[below], z[below])
     assert 0.2 < local.support_fraction < 0.6, local.support_fraction
 
 
