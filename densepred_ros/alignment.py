@@ -107,8 +107,9 @@ class AlignmentConfig:
             e.g. 0.1 = 10 %, at which their coupling falls to 1/e; larger steps are
             treated as depth edges that the correction does not cross.
         correction_outlier: points whose depth differs from the global fit by more than
-            this relative amount are not used by the correction, and points whose misfit
-            to the local correction exceeds 4.685 robust σ (Tukey) are dropped.
+            this relative amount are not used by the correction; of the others, those
+            whose misfit to a 5× smoother first-pass field exceeds 4.685 robust σ (Tukey
+            biweight) get no weight.
         correction_max: largest relative change of depth the correction may apply at a
             pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
         correction_deadband: the correction is shrunk towards zero by this many robust σ
@@ -915,14 +916,15 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
         cf = c32.ravel()
         num = np.zeros(pv.size, np.float32)
         den = np.full(pv.size, 1e-3, np.float32)
-        for off, wt in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx),
-                        (g.gw, fy * (1 - fx)), (g.gw + 1, fy * fx)):
-            k = (nq.take(base + off) - pq) * inv
-            k *= k
-            k = np.exp(-k, out=k)
-            k *= wt
-            num += k * cf.take(base + off)
-            den += k
+        with np.errstate(over='ignore', invalid='ignore'):
+            for off, wt in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx),
+                            (g.gw, fy * (1 - fx)), (g.gw + 1, fy * fx)):
+                k = (nq.take(base + off) - pq) * inv
+                k *= k
+                k = np.exp(-k, out=k)
+                k *= wt
+                num += k * cf.take(base + off)
+                den += k
         known = np.isfinite(den)
         field[pv[known], pu[known]] = num[known] / den[known]
     field += np.float32(t)
