@@ -1,10 +1,12 @@
 """Local lidar correction after the global fit, the depth-edge filter and their parameters."""
 
-from densepred_ros.alignment import align, AlignmentConfig, TemporalAligner
+from densepred_ros.alignment import _solve_grid, align, AlignmentConfig, TemporalAligner
 from densepred_ros.geometry import depth_edge_mask
 from densepred_ros.params import ConfigError, NodeConfig
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
 
 SPACES = ('depth', 'disparity', 'log_depth')
 MODEL_SPACE = {'depth': lambda z: z, 'disparity': lambda z: 1.0 / z, 'log_depth': np.log}
@@ -215,3 +217,25 @@ def test_correction_and_edge_filter_parameters_flow_into_the_configs():
 def test_bad_correction_and_edge_parameters_name_themselves(name, value):
     with pytest.raises(ConfigError, match=name.replace('.', r'\.')):
         NodeConfig.from_parameters({'model.path': '/m', name: value})
+
+
+def test_grid_solver_matches_scipy_sparse_direct_solve():
+    rng = np.random.default_rng(0)
+    gh, gw = 9, 13
+    alpha = np.where(rng.random((gh, gw)) < 0.4, rng.random((gh, gw)), 0.0)
+    rhs = alpha * rng.normal(size=(gh, gw))
+    w_rows, w_cols = rng.random((gh - 1, gw)), rng.random((gh, gw - 1))
+    smooth, pull = 0.3, 0.01
+    index = np.arange(gh * gw).reshape(gh, gw)
+    pairs = [(index[1:].ravel(), index[:-1].ravel(), w_rows.ravel()),
+             (index[:, 1:].ravel(), index[:, :-1].ravel(), w_cols.ravel())]
+    matrix = sp.diags(alpha.ravel() + pull).tolil()
+    for a, b, w in pairs:
+        for i, j, wij in zip(a, b, w):
+            matrix[i, i] += smooth * wij
+            matrix[j, j] += smooth * wij
+            matrix[i, j] -= smooth * wij
+            matrix[j, i] -= smooth * wij
+    expected = spsolve(matrix.tocsr(), rhs.ravel()).reshape(gh, gw)
+    got = _solve_grid(alpha, rhs[None], w_rows, w_cols, smooth, pull, tol=1e-10)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
