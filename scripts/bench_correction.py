@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 
 from densepred_ros.alignment import align, AlignmentConfig, to_metric, to_model_space
 from densepred_ros.camera import project_points, transform_points
-from densepred_ros.geometry import depth_edge_mask, depth_to_points
+from densepred_ros.geometry import depth_edge_mask
 from densepred_ros.synthetic import make_frame, make_sequence
 from densepred_ros.training.evaluate import depth_metrics, HELD_OUT_SEED, MAX_DEPTH
 import numpy as np
@@ -256,12 +256,12 @@ def section_edges(args) -> None:
         edge = np.hypot(ndimage.sobel(log_gt, 0), ndimage.sobel(log_gt, 1)) > 0.5
         near_edge = ndimage.binary_dilation(edge, iterations=3)
         ok = np.isfinite(gt) & (gt <= MAX_DEPTH) & np.isfinite(pred)
-        err = np.abs(pred - gt)
+        with np.errstate(invalid='ignore'):
+            err = np.abs(pred - gt)
         flying = ok & near_edge & (err > np.maximum(0.3, 0.1 * gt))
         good = ok & (err <= 0.1 * gt)
         keep = ~depth_edge_mask(pred)
         totals += (flying.sum(), (flying & keep).sum(), good.sum(), (good & keep).sum())
-        depth_to_points(np.where(keep, pred, np.nan).astype(np.float32), frame.camera)
     print(f'\nedges: {args.scenes} generated frames {args.width}x{args.height}, prediction = '
           f'truth blurred (σ 1.5 px in log depth): flying points {int(totals[0])} → '
           f'{int(totals[1])} ({1 - totals[1] / max(totals[0], 1):.1%} removed); good points '
