@@ -13,9 +13,17 @@ Huber reweighting passes), checks the fit against quality gates and returns the 
 depth image (REP 117/118: float32 metres, NaN unknown, +inf beyond range). Nothing below
 the gates is returned as depth. Residuals are measured in the prediction's own normalised
 units by default (`AlignmentConfig.residual='prediction'`); relative-error weighting
-(`'relative'`) is available. On data whose error lives in the prediction's space (smooth
-error of the relative map), the relative weighting was measured at up to 1.4× the oracle's
-AbsRel in disparity space against 1.06× for the default.
+(`'relative'`) is available.
+
+Local correction (`AlignmentConfig.correction='local'`): a monocular prediction's error is
+not one affine map, so after the global fit the residuals of the lidar points in the
+model's space are spread over the image by a regularised least-squares problem on a coarse
+grid of nodes (one per `correction_cell` pixels): a data term at nodes near the points, a
+smoothness term between neighbouring nodes that is cut where the prediction itself has a
+depth edge, and a weak pull towards zero so that the correction fades back to the global
+fit away from the points (outside the lidar's field of view). Points are weighted robustly
+(Tukey biweight against the local field), and the grid is interpolated to pixels with
+weights that again respect the prediction's edges. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
@@ -25,6 +33,7 @@ carries smoothed anchors; each frame maps them back to an (s, t) for its own per
 """
 
 from dataclasses import dataclass, replace
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -39,6 +48,10 @@ TEMPORAL_GATED = 'gated'      # anchors jumped: the prior's anchors were used, f
 TEMPORAL_RESET = 'reset'      # too many consecutive jumps: this frame's fit replaced the prior
 
 _IRLS_POINTS = 4096  # points per early reweighting pass (see _irls)
+
+CORRECTIONS = ('none', 'local')
+_REFERENCE = 5.0  # smoothness of the outlier pass relative to correction_smoothness
+_SATURATION = 1.0  # point weight at which a node's data term reaches half its full weight
 
 
 @dataclass(frozen=True)
@@ -56,8 +69,7 @@ class AlignmentConfig:
             model's normalised space. 'relative': ŷ / y − 1, least squares on relative
             errors (weights 1/y²), i.e. errors proportional to y; for log-depth models
             ŷ − y, which is already the relative error of the depth.
-        inlier_threshold: a point is an inlier if |residual| < this (0.08 flagged good fits
-            of the demo models as inconsistent on hard indoor frames: inlier ratio ~0.5).
+        inlier_threshold: a point is an inlier if |residual| < this.
         ransac_iterations: 2-point hypotheses drawn (all at once).
         ransac_max_points: points scored per hypothesis (random subset beyond this).
         seed: seed of the random draws; a fixed seed makes `align` deterministic.
@@ -79,6 +91,25 @@ class AlignmentConfig:
         max_rejections: after this many consecutive gated frames the prior is replaced by
             the current frame's fit (the scene really changed).
         stats_stride: pixel stride of the subsample used for image percentiles.
+        correction: 'none' (the global fit only) or 'local' (the global fit plus a smooth,
+            edge-aware correction from the lidar residuals; see the module doc).
+        correction_cell: pixels between the nodes of the correction grid; the correction
+            cannot vary faster than this, and its cost falls with the square of it.
+        correction_smoothness: weight of the smoothness term between neighbouring nodes
+            relative to the data term of a node with points (larger = smoother).
+        correction_reach: distance in pixels over which the correction fades back to the
+            global fit away from lidar points (e-folding length).
+        correction_edge: relative depth step between a pixel and a node (or two nodes),
+            e.g. 0.1 = 10 %, at which their coupling falls to 1/e; larger steps are
+            treated as depth edges that the correction does not cross.
+        correction_outlier: points whose depth differs from the global fit by more than
+            this relative amount are not used by the correction; of the others, those
+            whose misfit to a 5× smoother first-pass field exceeds 4.685 robust σ (Tukey
+            biweight) get no weight.
+        correction_max: largest relative change of depth the correction may apply at a
+            pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
+        correction_deadband: the correction is shrunk towards zero by this many robust σ
+            of the points' misfit to it (their noise), so that noise alone corrects nothing.
     """
 
     min_points: int = 30
@@ -101,6 +132,14 @@ class AlignmentConfig:
     max_anchor_jump: float = 0.3
     max_rejections: int = 3
     stats_stride: int = 4
+    correction: str = 'local'
+    correction_cell: int = 8
+    correction_smoothness: float = 0.05
+    correction_reach: float = 48.0
+    correction_edge: float = 0.1
+    correction_outlier: float = 0.5
+    correction_max: float = 0.5
+    correction_deadband: float = 1.0
 
     def __post_init__(self) -> None:
         """Check every parameter's range (ValueError naming the parameter)."""
@@ -126,6 +165,14 @@ class AlignmentConfig:
             'max_anchor_jump': self.max_anchor_jump > 0.0,
             'max_rejections': self.max_rejections >= 1,
             'stats_stride': self.stats_stride >= 1,
+            'correction': self.correction in CORRECTIONS,
+            'correction_cell': self.correction_cell >= 1,
+            'correction_smoothness': self.correction_smoothness > 0.0,
+            'correction_reach': self.correction_reach > 0.0,
+            'correction_edge': self.correction_edge > 0.0,
+            'correction_outlier': self.correction_outlier > 0.0,
+            'correction_max': self.correction_max > 0.0,
+            'correction_deadband': self.correction_deadband >= 0.0,
         }
         for name, good in checks.items():
             if not good:
@@ -186,6 +233,16 @@ class AlignmentResult:
         scale_only: True when the shift came from the prior (degenerate spread of d).
         temporal: 'none', 'init', 'blended', 'gated' or 'reset' (see module constants).
         prior: the state to pass to the next frame (None after a failure: reset).
+        correction: what was applied after the global fit: 'none', 'local', or 'skipped'
+            (configured but not applied: the frame was gated by the temporal filter, so its
+            lidar is not trusted, or the image is smaller than 2×2 pixels).
+        correction_spread: 95th percentile over the image of the relative depth change
+            applied by the correction, |z_local / z_global − 1| (first order); NaN
+            without a correction.
+        support_fraction: share of the image (0–1) where the correction is carried mostly
+            by lidar points (its confidence > 0.5); where it is not, it fades to the global
+            fit. NaN without a correction.
+        correction_points: points that carried weight in the correction's last pass.
     """
 
     ok: bool
@@ -201,6 +258,10 @@ class AlignmentResult:
     scale_only: bool = False
     temporal: str = TEMPORAL_NONE
     prior: Optional[AlignmentPrior] = None
+    correction: str = 'none'
+    correction_spread: float = math.nan
+    support_fraction: float = math.nan
+    correction_points: int = 0
 
     @property
     def inlier_ratio(self) -> float:
@@ -322,16 +383,29 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     if finite < cfg.min_finite_fraction:
         return fail(f'implausible fit: depth finite on only {finite:.0%} of the image '
                     f'(< min_finite_fraction={cfg.min_finite_fraction})', n, n_inl)
-    depth = to_metric(rel.astype(np.float32, copy=False), space, s, t, cfg.near_limit,
-                      cfg.far_limit)
+    rel32 = rel.astype(np.float32, copy=False)
+    local = None
+    applied = 'none'
+    if cfg.correction == 'local':
+        applied = 'skipped'
+        if state != TEMPORAL_GATED and min(rel.shape) >= 2:
+            local = _local_correction(rel32, space, s, t, uv[valid], d, y, cfg)
+            applied = 'local'
+    if local is None:
+        depth = to_metric(rel32, space, s, t, cfg.near_limit, cfg.far_limit)
+    else:
+        depth = _metric_in_place(local.y, space, cfg.near_limit, cfg.far_limit)
     z_hat = to_metric(d[fit.inliers], space, s, t, cfg.near_limit, cfg.far_limit)
     err = np.abs(z_hat - zv[fit.inliers]) / zv[fit.inliers]
     err = np.where(np.isnan(err), np.inf, err)
+    extra = {} if local is None else {
+        'correction_spread': local.spread, 'support_fraction': local.support,
+        'correction_points': local.points}
     return AlignmentResult(
         ok=True, reason='', depth=depth, space=space, scale=float(s), shift=float(t),
         n_points=n, n_inliers=n_inl, median_rel_error=float(np.median(err)),
         p90_rel_error=float(np.percentile(err, 90)), scale_only=fit.scale_only,
-        temporal=state, prior=new_prior)
+        temporal=state, prior=new_prior, correction=applied, **extra)
 
 
 def to_model_space(depth: np.ndarray, space: str) -> np.ndarray:
@@ -367,6 +441,13 @@ def to_metric(relative: np.ndarray, space: str, scale: float, shift: float,
     dtype = np.float32 if rel.dtype == np.float32 else np.float64
     y = rel * dtype(scale)
     y += dtype(shift)
+    return _metric_in_place(y, space, near_limit, far_limit)
+
+
+def _metric_in_place(y: np.ndarray, space: str, near_limit: float,
+                     far_limit: float) -> np.ndarray:
+    """`to_metric` of model-space values y (float32 or float64), overwriting y."""
+    dtype = y.dtype.type
     with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
         if space == DEPTH:
             z = y
@@ -581,6 +662,279 @@ def _irls(d: np.ndarray, res: _Residual, s: float, t: float, fixed_t: bool,
     if not s > 0.0:
         return None
     return _Fit(s=s, t=t, inliers=np.abs(res(s, t, d)) < tau, scale_only=fixed_t)
+
+
+@dataclass(frozen=True)
+class _Local:
+    """Outcome of `_local_correction`: corrected model-space image and what it did."""
+
+    y: np.ndarray
+    spread: float
+    support: float
+    points: int
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Correction grid of gh×gw nodes spread evenly over an H×W image (corners included).
+
+    Pixel row v lies between node rows i0[v] and i0[v] + 1 at fraction fy[v] (columns alike);
+    node (i, j) sits at pixel (rows[i], cols[j]).
+    """
+
+    gh: int
+    gw: int
+    rows: np.ndarray
+    cols: np.ndarray
+    i0: np.ndarray
+    fy: np.ndarray
+    j0: np.ndarray
+    fx: np.ndarray
+
+
+def _axis(size: int, nodes: int):
+    pos = np.arange(size) * ((nodes - 1) / max(size - 1, 1))
+    lo = np.minimum(pos.astype(np.intp), nodes - 2)
+    frac = (pos - lo).astype(np.float32)
+    at = np.rint(np.arange(nodes) * ((size - 1) / (nodes - 1))).astype(np.intp)
+    return at, lo, frac
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(height: int, width: int, cell: int) -> _Grid:
+    gh = max(2, -(-(height - 1) // cell) + 1)
+    gw = max(2, -(-(width - 1) // cell) + 1)
+    rows, i0, fy = _axis(height, gh)
+    cols, j0, fx = _axis(width, gw)
+    return _Grid(gh, gw, rows, cols, i0, fy, j0, fx)
+
+
+def _inverse_depth(space: str, y: np.ndarray) -> np.ndarray:
+    """Inverse depth (1/m, ≥ 0, NaN unknown) of model-space values: the edge guide.
+
+    Inverse depth is affine in the pixel coordinates on every plane, so a steady slope
+    (a floor at a grazing angle) is told apart from a step (a depth edge).
+    """
+    with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
+        if space == LOG_DEPTH:
+            return np.exp(-y)
+        if space == DEPTH:
+            return np.where(y > 0.0, 1.0 / y, np.nan)
+        return np.maximum(y, 0.0)
+
+
+def _similarity(qa: np.ndarray, qb: np.ndarray, floor: float, edge: float) -> np.ndarray:
+    """exp(−(relative step between inverse depths qa, qb / edge)²); 0 where either is NaN."""
+    step = (qa - qb) / (np.maximum(np.maximum(qa, qb), floor) * edge)
+    w = np.exp(-step * step)
+    return np.where(np.isnan(w), 0.0, w)
+
+
+def _node_coupling(q: np.ndarray, axis: int, floor: float, edge: float) -> np.ndarray:
+    """Coupling of neighbouring nodes along `axis` from the guide's excess step.
+
+    A step between two nodes is compared with the steps just before and after it; the
+    part that neither explains (the excess, as a relative depth step) is the depth edge.
+    On a plane the steps are equal and the coupling is 1.
+    """
+    step = np.diff(q, axis=axis)
+    pad = np.full_like(np.take(step, [0], axis=axis), np.nan)
+    before = np.concatenate([pad, step], axis=axis)
+    after = np.concatenate([step, pad], axis=axis)
+    n = step.shape[axis]
+    prev = np.take(before, range(n), axis=axis)
+    nxt = np.take(after, range(1, n + 1), axis=axis)
+    with np.errstate(invalid='ignore'):
+        excess = np.fmin(np.abs(step - prev), np.abs(step - nxt))
+        excess = np.where(np.isnan(excess), np.abs(step), excess)
+        top = np.maximum(np.take(q, range(n), axis=axis), np.take(q, range(1, n + 1), axis=axis))
+        rel = excess / (np.maximum(top, floor) * edge)
+    w = np.exp(-rel * rel)
+    return np.where(np.isnan(w), 0.0, w)
+
+
+def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray,
+                smooth: float, pull: float, tol: float = 1e-3,
+                max_iter: int = 300) -> np.ndarray:
+    """Minimise Σ α(c − r)² + smooth·Σ w (c_k − c_j)² + pull·Σ c² over a gh×gw grid.
+
+    alpha: gh×gw data weights; rhs: K×gh×gw right-hand sides (α·r); w_rows: (gh−1)×gw
+    couplings between vertical neighbours, w_cols: gh×(gw−1) between horizontal ones.
+    The normal equations are symmetric positive definite and well conditioned (the pull
+    bounds the condition number by about 1 + 8·smooth/pull), so Jacobi-preconditioned
+    conjugate gradients on the 5-point stencil converge in tens of iterations. Written
+    with numpy slicing rather than a LAPACK banded or SuperLU solve: those were measured
+    to stall for up to seconds on a loaded machine in OpenBLAS threads (see
+    docs/local-correction.md).
+    """
+    diag = alpha + pull
+    diag = diag + 0.0
+    diag[1:] += smooth * w_rows
+    diag[:-1] += smooth * w_rows
+    diag[:, 1:] += smooth * w_cols
+    diag[:, :-1] += smooth * w_cols
+    sw_rows, sw_cols = smooth * w_rows, smooth * w_cols
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        out = diag * x
+        out[:, 1:] -= sw_rows * x[:, :-1]
+        out[:, :-1] -= sw_rows * x[:, 1:]
+        out[:, :, 1:] -= sw_cols * x[:, :, :-1]
+        out[:, :, :-1] -= sw_cols * x[:, :, 1:]
+        return out
+
+    inv = 1.0 / diag
+    x = rhs * inv
+    r = rhs - apply(x)
+    z = r * inv
+    p = z.copy()
+    rz = (r * z).sum(axis=(1, 2))
+    stop = (tol * tol) * np.maximum((rhs * rhs * inv).sum(axis=(1, 2)), 1e-300)
+    for _ in range(max_iter):
+        if np.all(rz <= stop):
+            break
+        q = apply(p)
+        step = rz / np.maximum((p * q).sum(axis=(1, 2)), 1e-300)
+        x += step[:, None, None] * p
+        r -= step[:, None, None] * q
+        z = r * inv
+        rz_new = (r * z).sum(axis=(1, 2))
+        p *= (rz_new / np.maximum(rz, 1e-300))[:, None, None]
+        p += z
+        rz = rz_new
+    return x
+
+
+def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.ndarray,
+                      d: np.ndarray, y: np.ndarray, cfg: AlignmentConfig) -> _Local:
+    """Spread the points' model-space residuals y − (s·d + t) over the image (module doc).
+
+    rel: H×W float32 prediction; uv: N×2 pixels of the valid points, d their predictions
+    and y their targets in the model's space. Returns the corrected H×W model-space image
+    s·rel + t + c (float32).
+    """
+    h, w = rel.shape
+    cell = min(cfg.correction_cell, max(1, min(h, w) - 1))
+    g = _grid(h, w, cell)
+    y_hat = s * d + t
+    r = y - y_hat
+    if space == LOG_DEPTH:
+        per_unit = np.ones_like(r)  # relative depth error per model-space unit
+        limit = math.log1p(cfg.correction_outlier)
+    else:
+        floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
+        per_unit = 1.0 / np.maximum(np.abs(y_hat), floor)
+        limit = cfg.correction_outlier
+    rel_err = r * per_unit
+    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit)
+
+    # Guide: inverse depth of the global fit at the nodes; couplings between nodes.
+    floor, edge = 1.0 / cfg.far_limit, cfg.correction_edge
+    node_y = s * rel[g.rows[:, None], g.cols[None, :]].astype(np.float64) + t
+    node_q = _inverse_depth(space, node_y)
+    w_rows = _node_coupling(node_q, 0, floor, edge)
+    w_cols = _node_coupling(node_q, 1, floor, edge)
+
+    split = np.minimum(np.minimum(w_rows[:, :-1], w_rows[:, 1:]),
+                       np.minimum(w_cols[:-1], w_cols[1:])) < 0.3
+
+    # Each point feeds its four surrounding nodes: bilinear weight × similarity.
+    u, v = uv[use, 0], uv[use, 1]
+    r, y_hat, per_unit = r[use], y_hat[use], per_unit[use]
+    i0, j0, fy, fx = g.i0[v], g.j0[u], g.fy[v].astype(np.float64), g.fx[u].astype(np.float64)
+    corners = np.stack([i0 * g.gw + j0, i0 * g.gw + j0 + 1,
+                        (i0 + 1) * g.gw + j0, (i0 + 1) * g.gw + j0 + 1], axis=1)
+    bil = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+    link = bil * _similarity(_inverse_depth(space, y_hat)[:, None],
+                             node_q.ravel()[corners], floor, edge)
+    link_sum = link.sum(axis=1)
+
+    nodes = g.gh * g.gw
+
+    def solve(weight: np.ndarray, smooth: float, with_confidence: bool):
+        a = np.bincount(corners.ravel(), (link * weight[:, None]).ravel(), nodes)
+        b = np.bincount(corners.ravel(), (link * (weight * r)[:, None]).ravel(), nodes)
+        alpha = a / (a + _SATURATION)  # a node's data weight saturates with points
+        rhs = alpha * (b / np.maximum(a, 1e-12))
+        rhs = np.stack([rhs, alpha]) if with_confidence else rhs[None]
+        pull = smooth * (cell / cfg.correction_reach) ** 2
+        return _solve_grid(alpha.reshape(g.gh, g.gw), rhs.reshape(-1, g.gh, g.gw),
+                           w_rows, w_cols, smooth, pull), a.reshape(g.gh, g.gw)
+
+    def misfit(field: np.ndarray) -> np.ndarray:
+        """Relative depth misfit of each point to a node field."""
+        at = (link * field.ravel()[corners]).sum(axis=1) / np.maximum(link_sum, 1e-3)
+        return (r - at) * per_unit
+
+    def robust_sigma(miss: np.ndarray) -> float:
+        return max(1.4826 * float(np.median(np.abs(miss))), 1e-4) if miss.size else 1.0
+
+    # Pass 1: a smoother reference field; points far from it (Tukey biweight, 4.685
+    # robust σ) are isolated outliers and get no weight in pass 2.
+    smooth = cfg.correction_smoothness
+    miss = misfit(solve(np.ones_like(r), _REFERENCE * smooth, False)[0][0])
+    q = miss / (4.685 * robust_sigma(miss))
+    weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
+    sol, mass = solve(weight, smooth, True)
+    c, conf = sol[0], sol[1]
+    # Dead band: the correction is shrunk by deadband × its standard error at the node
+    # (noise σ of the points / √(point weight near the node)), so noise alone corrects
+    # nothing.
+    miss = misfit(c)[weight > 0.0]
+    band = cfg.correction_deadband * robust_sigma(miss) / np.sqrt(1.0 + mass)
+    if space != LOG_DEPTH:
+        band = band * np.maximum(np.abs(node_y), 1.0 / cfg.far_limit if space == DISPARITY
+                                 else cfg.near_limit)
+    c = np.sign(c) * np.maximum(np.abs(c) - band, 0.0)
+
+    # Bound the change of depth at the nodes; nodes on unknown pixels get none.
+    m = cfg.correction_max
+    if space == LOG_DEPTH:
+        lo, hi = -math.log1p(m), math.log1p(m)
+    else:
+        pos = np.where(node_y > 0.0, node_y, 0.0)
+        lo, hi = pos * (1.0 / (1.0 + m) - 1.0), pos * m
+    c = np.where(np.isfinite(node_q), np.clip(c, lo, hi), 0.0)
+
+    # Pixels: bilinear interpolation, made edge-aware in the cells that hold an edge.
+    c32 = c.astype(np.float32)
+    rows = c32[g.i0] * (1.0 - g.fy)[:, None] + c32[g.i0 + 1] * g.fy[:, None]
+    field = rows[:, g.j0]
+    field *= 1.0 - g.fx
+    field += rows[:, g.j0 + 1] * g.fx
+    if split.any():
+        pv, pu = np.nonzero(split[g.i0][:, g.j0])
+        base = g.i0[pv] * g.gw + g.j0[pu]
+        fy, fx = g.fy[pv], g.fx[pu]
+        pq = _inverse_depth(space, rel[pv, pu] * np.float32(s) + np.float32(t))
+        inv = 1.0 / (np.maximum(pq, np.float32(floor)) * np.float32(edge))
+        nq = np.where(np.isnan(node_q), 1e6, node_q).astype(np.float32).ravel()
+        cf = c32.ravel()
+        num = np.zeros(pv.size, np.float32)
+        den = np.full(pv.size, 1e-3, np.float32)
+        with np.errstate(over='ignore', invalid='ignore'):
+            for off, wt in ((0, (1 - fy) * (1 - fx)), (1, (1 - fy) * fx),
+                            (g.gw, fy * (1 - fx)), (g.gw + 1, fy * fx)):
+                k = (nq.take(base + off) - pq) * inv
+                k *= k
+                k = np.exp(-k, out=k)
+                k *= wt
+                num += k * cf.take(base + off)
+                den += k
+        known = np.isfinite(den)
+        field[pv[known], pu[known]] = num[known] / den[known]
+    field += np.float32(t)
+    field += rel * np.float32(s)
+
+    if space == LOG_DEPTH:
+        change = np.abs(np.expm1(c))
+    elif space == DEPTH:
+        change = np.abs(c) / np.maximum(np.abs(node_y), cfg.near_limit)
+    else:
+        change = np.abs(c) / np.maximum(np.abs(node_y + c), 1.0 / cfg.far_limit)
+    change = change[np.isfinite(node_q)]
+    return _Local(y=field, spread=float(np.percentile(change, 95)) if change.size else 0.0,
+                  support=float(np.mean(conf > 0.5)), points=int(np.count_nonzero(weight)))
 
 
 def _temporal(prior: Optional[AlignmentPrior], anchors: Tuple[float, float], fit: _Fit,

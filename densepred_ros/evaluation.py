@@ -48,7 +48,7 @@ import sys
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 import zipfile
 
-from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_model_space
+from densepred_ros.alignment import align, AlignmentConfig, CORRECTIONS, SPACES, to_model_space
 from densepred_ros.camera import CameraModel, project_points, transform_points
 from densepred_ros.cli_errors import os_error, user_errors, UserError
 from densepred_ros.metrics import depth_metrics, mean_over_frames, oracle_depth
@@ -107,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-depth', type=float, default=80.0,
                         help='evaluation cap and alignment far limit in metres (default: 80)')
     parser.add_argument('--seed', type=int, default=0, help='seed of every random draw')
+    parser.add_argument('--correction', choices=CORRECTIONS,
+                        default=AlignmentConfig.correction,
+                        help='local correction after the global fit (default: %(default)s)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if not frames:
         raise UserError('no frames found (expected intrinsics.json with depth/*.png, or '
                         'calib.json with *.bin, in the folder or its sub-folders)', args.data)
-    config = AlignmentConfig(far_limit=args.max_depth)
+    config = AlignmentConfig(far_limit=args.max_depth, correction=args.correction)
     header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
               f'{"delta1":>7} {"RMSE m":>7} {"cover":>6} {"oracle AbsRel":>14} '
               f'{"oracle delta1":>14}  status')

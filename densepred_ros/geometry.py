@@ -487,3 +487,61 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     word = packed.view(np.uint32)
     shifts = np.array([16, 8, 0], dtype=np.uint32)
     return ((word[..., None] >> shifts) & 0xFF).astype(np.uint8)
+
+
+def depth_edge_mask(depth: np.ndarray, threshold: float = 0.05, step: int = 3) -> np.ndarray:
+    """Flag flying pixels: depths in mid-air between a foreground and a background surface.
+
+    An interpolated depth image puts pixels between the two sides of a depth edge. Inverse
+    depth is affine in the pixel coordinates on any plane (a wall, or a floor seen at a
+    grazing angle), so each pixel is compared, along rows and along columns, with the
+    straight-line extrapolation of 1/z from each side, from the pixels `step` and
+    2·`step` away. A pixel that neither side explains within `threshold` relative depth,
+    |z/ẑ − 1| measured as |1/ẑ − 1/z|·z, on either axis is flagged. Pixels on a smooth
+    surface, and the last pixels of a surface right at a sharp edge, are explained by
+    their own side and kept.
+
+    Args:
+        depth: H×W float depth in metres (REP 118: NaN unknown, +inf beyond range; +inf
+            counts as inverse depth 0).
+        threshold: relative depth misfit above which a pixel is flagged (> 0).
+        step: pixel spacing of the extrapolation (≥ 1); ramps wider than about 2·step
+            pixels are not recognised.
+
+    Returns:
+        H×W bool, True for flying pixels (set them to NaN before building points).
+        Where a side's extrapolation is unknown (NaN pixels, the image border), that
+        side's next pixel stands in for it; a pixel with no known neighbour on an axis is
+        judged by the other axis only.
+
+    Raises:
+        ValueError: bad shape, dtype, threshold or step.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise ValueError(f'depth must be a H×W array, got shape {depth.shape}')
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(f'depth must hold float metres, got dtype {depth.dtype}')
+    if not threshold > 0.0:
+        raise ValueError(f'threshold must be > 0, got {threshold!r}')
+    if int(step) != step or step < 1:
+        raise ValueError(f'step must be an integer ≥ 1, got {step!r}')
+    k = int(step)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        inv = np.where(depth > 0.0, 1.0 / depth.astype(np.float32), np.nan)
+        flagged = np.zeros(depth.shape, bool)
+        for axis in (0, 1):
+            q = np.moveaxis(inv, axis, 0)
+            pad = np.full((2 * k,) + q.shape[1:], np.nan, np.float32)
+            p = np.concatenate([pad, q, pad])
+            n = q.shape[0]
+            centre = p[2 * k:2 * k + n]
+            left = 2.0 * p[k:k + n] - p[:n]
+            right = 2.0 * p[3 * k:3 * k + n] - p[4 * k:4 * k + n]
+            # Where a side's extrapolation is unknown (border, NaN), its next pixel stands in.
+            left = np.where(np.isnan(left), p[2 * k - 1:2 * k - 1 + n], left)
+            right = np.where(np.isnan(right), p[2 * k + 1:2 * k + 1 + n], right)
+            scale = np.where(centre > 0.0, 1.0 / centre, np.nan)
+            miss = np.fmin(np.abs(centre - left), np.abs(centre - right)) * scale
+            flagged |= np.moveaxis(miss > threshold, 0, axis)
+    return flagged

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import math
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
+from densepred_ros.alignment import AlignmentConfig, CORRECTIONS
 from densepred_ros.models.base import (
     DTYPES, options_from, parse_backend_spec, parse_precision_spec, PredictorOptions)
 
@@ -116,6 +117,22 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec('alignment.smoothing', 0.5,
                   'Weight of a new frame in the temporal filter of the metric scale '
                   '(1 = no smoothing).', bounds=(0.01, 1.0)),
+    ParameterSpec('alignment.correction', 'local',
+                  'After the global scale and shift: none, or local (a smooth, edge-aware '
+                  'correction spread from the lidar residuals, fading back to the global fit '
+                  'away from the points; see docs/local-correction.md).', choices=CORRECTIONS),
+    ParameterSpec('alignment.correction_cell', 8,
+                  'Pixels between the nodes of the local correction grid (finer = more '
+                  'detail, more time).', bounds=(1, 256)),
+    ParameterSpec('alignment.correction_smoothness', 0.05,
+                  'Smoothness of the local correction relative to its data term (larger = '
+                  'smoother).', bounds=(1e-6, 1e6)),
+    ParameterSpec('alignment.correction_reach', 48.0,
+                  'Distance in pixels over which the local correction fades back to the '
+                  'global fit away from lidar points.', bounds=(1.0, 1e5)),
+    ParameterSpec('alignment.correction_edge', 0.1,
+                  'Relative depth step of the prediction (0.1 = 10 %) treated as a depth edge '
+                  'that the local correction does not cross.', bounds=(1e-3, 10.0)),
     ParameterSpec('output.points_stride', 1,
                   'Decimation of the point cloud: every Nth pixel on both axes.',
                   bounds=(1, 64)),
@@ -123,6 +140,13 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Points farther than this become NaN in the point cloud, metres.',
                   bounds=(0.1, 10000.0)),
     ParameterSpec('output.publish_points', True, 'Publish the points PointCloud2.'),
+    ParameterSpec('output.edge_filter', True,
+                  'Remove flying pixels (depths in mid-air across a depth edge) from the points '
+                  'and set them to NaN in depth/image.'),
+    ParameterSpec('output.edge_threshold', 0.05,
+                  'Relative depth misfit (0.05 = 5 %) above which the edge filter marks a '
+                  'pixel that neither side of it explains as a flying pixel.',
+                  bounds=(1e-3, 1.0)),
     ParameterSpec('output.points_color', True,
                   'Add the packed rgb field (colours from the input image) to the points.'),
     ParameterSpec('max_age', 1.0,
@@ -201,6 +225,19 @@ class AlignmentSettings:
     max_time_offset: float
     far_limit: float
     smoothing: float
+    correction: str = 'local'
+    correction_cell: int = 8
+    correction_smoothness: float = 0.05
+    correction_reach: float = 48.0
+    correction_edge: float = 0.1
+
+    def alignment_config(self) -> AlignmentConfig:
+        """Return the `alignment.AlignmentConfig` of these settings (the rest at defaults)."""
+        return AlignmentConfig(
+            far_limit=self.far_limit, smoothing=self.smoothing, correction=self.correction,
+            correction_cell=self.correction_cell,
+            correction_smoothness=self.correction_smoothness,
+            correction_reach=self.correction_reach, correction_edge=self.correction_edge)
 
 
 @dataclass(frozen=True)
@@ -211,6 +248,8 @@ class OutputConfig:
     max_depth: float
     publish_points: bool
     points_color: bool
+    edge_filter: bool = True
+    edge_threshold: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -297,11 +336,17 @@ class NodeConfig:
                 enabled=v['alignment.enabled'], use_tf=v['alignment.use_tf'],
                 extrinsic=_extrinsic(v['alignment.extrinsic']),
                 max_time_offset=v['alignment.max_time_offset'],
-                far_limit=v['alignment.far_limit'], smoothing=v['alignment.smoothing']),
+                far_limit=v['alignment.far_limit'], smoothing=v['alignment.smoothing'],
+                correction=v['alignment.correction'],
+                correction_cell=v['alignment.correction_cell'],
+                correction_smoothness=v['alignment.correction_smoothness'],
+                correction_reach=v['alignment.correction_reach'],
+                correction_edge=v['alignment.correction_edge']),
             output=OutputConfig(
                 points_stride=v['output.points_stride'], max_depth=v['output.max_depth'],
                 publish_points=v['output.publish_points'],
-                points_color=v['output.points_color']),
+                points_color=v['output.points_color'], edge_filter=v['output.edge_filter'],
+                edge_threshold=v['output.edge_threshold']),
             qos=QosConfig(input_reliability=v['qos.input_reliability'],
                           output_reliability=v['qos.output_reliability'],
                           depth=v['qos.depth']),
