@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional
 
 from densepred_ros import geometry
-from densepred_ros.alignment import AlignmentConfig, AlignmentResult, TemporalAligner
+from densepred_ros.alignment import AlignmentResult, TemporalAligner
 from densepred_ros.camera import CameraModel, project_points, transform_points
 from densepred_ros.params import ConfigError, NodeConfig, OutputConfig
 import numpy as np
@@ -286,9 +286,16 @@ class DepthPipeline:
             uv, z = project_points(transform_points(lidar_points, T_cam_lidar), out.camera)
         with timed(out.timings, 'align'):
             result = self.aligner.align(out.relative, uv, z)
-        out.alignment = result
-        out.alignment_reason = result.reason
-        return result.depth if result.ok else None
+            out.alignment = result
+            out.alignment_reason = result.reason
+            if not result.ok:
+                return None
+            depth = result.depth
+            if self.output.edge_filter:
+                # Flying pixels between a foreground and a background surface: NaN.
+                depth = depth.copy()
+                depth[geometry.depth_edge_mask(depth, self.output.edge_threshold)] = np.nan
+        return depth
 
 
 def load_pipeline(config: NodeConfig) -> DepthPipeline:
@@ -323,6 +330,5 @@ def load_pipeline(config: NodeConfig) -> DepthPipeline:
         raise
     aligner = None
     if config.alignment.enabled:
-        aligner = TemporalAligner(predictor.spec.space, AlignmentConfig(
-            far_limit=config.alignment.far_limit, smoothing=config.alignment.smoothing))
+        aligner = TemporalAligner(predictor.spec.space, config.alignment.alignment_config())
     return DepthPipeline(predictor, config.output, aligner, normals_predictor)

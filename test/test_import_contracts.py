@@ -45,7 +45,7 @@ def test_a_crossing_import_breaks_its_contract(tmp_path, module, line, contract)
     result = _lint(tmp_path)
     assert result.returncode != 0
     verdicts = [row for row in result.stdout.splitlines() if contract in row]
-    assert verdicts and verdicts[0].rstrip().endswith('BROKEN'), result.stdout[-4000:]
+    assert verdicts and ' BROKEN' in verdicts[0], result.stdout[-4000:]
     imported = line.split()[1]
     if not imported.startswith('densepred_ros'):
         imported = imported.split('.')[0]   # import-linter names external packages only
