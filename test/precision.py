@@ -14,8 +14,8 @@ kernels on AVX2, AVX-512-BF16 and AMX machines), so each bound here rests on a r
 import contextlib
 from typing import Iterator
 
-from densepred_ros.models import load_predictor, PredictorOptions
 from densepred_ros.models import base, runtime
+from densepred_ros.models import load_predictor, PredictorOptions
 import numpy as np
 import torch
 
