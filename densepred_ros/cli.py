@@ -44,9 +44,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--processing-resolution', type=int, default=None,
                         help='longest edge in pixels the model runs at; 0 = native '
                              "(default: the model's)")
-    parser.add_argument('--dtype', default='fp32', choices=['auto', 'fp32', 'fp16', 'bf16'],
+    parser.add_argument('--dtype', default='auto', choices=['auto', 'fp32', 'fp16', 'bf16'],
                         help="compute precision; 'auto' = fp16 on CUDA, bf16 on CPUs with "
-                             'native bf16, else fp32 with channels-last (default: fp32, exact)')
+                             'native bf16, else fp32 with channels-last, as the node (default); '
+                             "'fp32' is exact and bit-reproducible")
     parser.add_argument('--backend', default='torch',
                         help='torch, onnxruntime, tensorrt or pairs such as '
                              "'unet=tensorrt,vae_decoder=torch' (Lotus; needs --export-dir)")

@@ -17,33 +17,13 @@ from typing import Dict, List, Optional
 
 from densepred_ros import decode, encode, geometry
 from densepred_ros.domain_ids import reserve_domain_id
+from densepred_ros.metrics import depth_metrics, FAILED_FRAME, mean_over_frames
+from densepred_ros.metrics import normal_metrics
 import numpy as np
 
 OUTPUT_TOPICS = ('depth/image', 'depth/relative', 'normals/image', 'points')
 FRAME_ID = 'camera_optical_frame'
 DEMO_MODELS = Path(__file__).resolve().parent / 'demo_models'
-
-
-def depth_metrics(depth: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
-    """Return AbsRel, δ1 and coverage of metric depth against ground truth (finite pixels)."""
-    valid = np.isfinite(truth) & (truth > 0)
-    predicted = valid & np.isfinite(depth) & (depth > 0)
-    if not predicted.any():
-        return {'abs_rel': float('nan'), 'delta1': float('nan'), 'coverage': 0.0}
-    d, t = depth[predicted], truth[predicted]
-    ratio = np.maximum(d / t, t / d)
-    return {'abs_rel': float(np.mean(np.abs(d - t) / t)),
-            'delta1': float(np.mean(ratio < 1.25)),
-            'coverage': float(predicted.sum() / max(valid.sum(), 1))}
-
-
-def normal_error_degrees(normals: np.ndarray, truth: np.ndarray) -> float:
-    """Return the mean angle in degrees between two H×W×3 normal maps (finite pixels)."""
-    valid = np.isfinite(normals).all(-1) & np.isfinite(truth).all(-1)
-    if not valid.any():
-        return float('nan')
-    cosine = np.clip(np.sum(normals[valid] * truth[valid], axis=-1), -1.0, 1.0)
-    return float(np.degrees(np.arccos(cosine)).mean())
 
 
 def render_points(points: np.ndarray, colors: Optional[np.ndarray], width: int,
@@ -264,6 +244,12 @@ def run(args: argparse.Namespace) -> int:
     return _summary(output, results, elapsed, count)
 
 
+def _node_far_limit() -> float:
+    """Return the node's `alignment.far_limit` default (the demo does not change it), m."""
+    from densepred_ros.params import PARAMETERS
+    return next(float(p.default) for p in PARAMETERS if p.name == 'alignment.far_limit')
+
+
 def _save_frame(output: Path, index: int, rgb: np.ndarray, outputs: dict, frame,
                 pil) -> dict:
     height, width = rgb.shape[:2]
@@ -296,10 +282,13 @@ def _save_frame(output: Path, index: int, rgb: np.ndarray, outputs: dict, frame,
         result['points'] = int(len(xyz))
     picture = np.concatenate([rgb, depth_picture, normals_picture, cloud], axis=1)
     pil.fromarray(picture).save(output / f'frame_{index:03d}.png')
-    if frame is not None and depth is not None:
-        result.update(depth_metrics(depth, frame.depth))
+    if frame is not None:
+        # Against the scene's ground truth, up to the node's far limit (the rule of
+        # densepred_ros.metrics); a frame the node could not align counts as FAILED_FRAME.
+        result.update(FAILED_FRAME if depth is None else
+                      depth_metrics(depth, frame.depth, _node_far_limit()))
     if frame is not None and normals is not None:
-        result['normals_deg'] = normal_error_degrees(normals, frame.normals)
+        result.update(normal_metrics(normals, frame.normals))
     if depth is None:
         result['aligned'] = False
     return result
@@ -310,10 +299,10 @@ def _frame_line(result: dict) -> str:
     if 'abs_rel' in result:
         parts.append(f"AbsRel {result['abs_rel']:.3f}  δ1 {result['delta1']:.3f}  "
                      f"coverage {result['coverage']:.2f}")
-    elif result.get('aligned') is False:
+    if result.get('aligned') is False:
         parts.append('not aligned: relative depth only')
-    if 'normals_deg' in result:
-        parts.append(f"normals {result['normals_deg']:.1f}°")
+    if 'normal_deg' in result:
+        parts.append(f"normals {result['normal_deg']:.1f}°")
     return '  '.join(parts)
 
 
@@ -326,10 +315,9 @@ def _summary(output: Path, results: List[dict], elapsed: float, count: int) -> i
         'latency_p50_s': float(np.percentile(latencies, 50)) if len(latencies) else None,
         'latency_p95_s': float(np.percentile(latencies, 95)) if len(latencies) else None,
     }
-    for key in ('abs_rel', 'delta1', 'coverage', 'normals_deg'):
-        values = [r[key] for r in done if key in r and np.isfinite(r[key])]
-        if values:
-            summary[key] = float(np.mean(values))
+    keys = ('abs_rel', 'delta1', 'rmse', 'coverage', 'normal_deg', 'normal_coverage')
+    means = mean_over_frames({key: r[key] for key in keys if key in r} for r in done)
+    summary.update({key: value for key, value in means.items() if np.isfinite(value)})
     (output / 'metrics.json').write_text(json.dumps(
         {'summary': summary, 'frames': results}, indent=2) + '\n')
     print(f"\n{summary['frames_with_output']}/{count} frames processed, "
@@ -338,9 +326,11 @@ def _summary(output: Path, results: List[dict], elapsed: float, count: int) -> i
           f"{(summary['latency_p95_s'] or 0) * 1000:.0f} ms")
     if 'abs_rel' in summary:
         print(f"metric depth vs ground truth: AbsRel {summary['abs_rel']:.3f}, "
-              f"δ1 {summary['delta1']:.3f}, coverage {summary['coverage']:.2f}")
-    if 'normals_deg' in summary:
-        print(f"normals vs ground truth: mean angular error {summary['normals_deg']:.1f}°")
+              f"δ1 {summary['delta1']:.3f}, RMSE {summary.get('rmse', np.nan):.2f} m, "
+              f"coverage {summary['coverage']:.2f} (unaligned frames count as AbsRel 1, "
+              'δ1 0, coverage 0)')
+    if 'normal_deg' in summary:
+        print(f"normals vs ground truth: mean angular error {summary['normal_deg']:.1f}°")
     print(f'pictures (input | metric depth | normals | point cloud): {output}/frame_*.png; '
           f'metrics: {output}/metrics.json')
     return 0 if len(done) == count else 1

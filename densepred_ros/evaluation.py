@@ -22,9 +22,11 @@ chosen space, perturbed by a smooth low-frequency error (`--noise`, a fraction o
 value range) and renormalised to [0, 1] (an unknown affine map). For lidar datasets without
 predictions this "prediction" exists only at the lidar pixels.
 
-Printed per frame: points used, inliers, AbsRel and δ1 (max(ẑ/z, z/ẑ) < 1.25) of the aligned
-depth, and of the oracle fit (plain least squares in the model's space on all evaluation
-pixels, the protocol of the Marigold/Lotus evaluations: an upper bound); then the means.
+Printed per frame: points used, inliers, AbsRel, δ1, RMSE (m) and coverage of the aligned
+depth, and AbsRel and δ1 of the oracle fit (plain least squares in the model's space on all
+evaluation pixels, the protocol of the Marigold/Lotus evaluations: an upper bound); then
+the means over the frames whose alignment succeeded. The metrics, the oracle fit and the
+rule for NaN, +inf and the far limit (`--max-depth`) are those of `densepred_ros.metrics`.
 """
 
 import argparse
@@ -35,8 +37,9 @@ from pathlib import Path
 import re
 from typing import List, Optional, Tuple
 
-from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_metric, to_model_space
+from densepred_ros.alignment import align, AlignmentConfig, SPACES, to_model_space
 from densepred_ros.camera import CameraModel, project_points, transform_points
+from densepred_ros.metrics import depth_metrics, mean_over_frames, oracle_depth
 import numpy as np
 
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
@@ -65,6 +68,8 @@ class _Row:
     n_inliers: int
     abs_rel: float
     delta1: float
+    rmse: float
+    coverage: float
     oracle_abs_rel: float
     oracle_delta1: float
     status: str
@@ -106,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     config = AlignmentConfig(far_limit=args.max_depth)
     header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
-              f'{"delta1":>7} {"oracle AbsRel":>14} {"oracle delta1":>14}  status')
+              f'{"delta1":>7} {"RMSE m":>7} {"cover":>6} {"oracle AbsRel":>14} '
+              f'{"oracle delta1":>14}  status')
     print(f'space: {args.space}; relative input: '
           f'{args.predictions if args.predictions else "perturbed ground truth"}')
     print(header)
@@ -118,19 +124,18 @@ def run(args: argparse.Namespace) -> int:
         print(_format(row))
     good = [r for r in rows if r.status == 'ok']
     if good:
-        mean = _Row(f'mean ({len(good)}/{len(rows)} ok)', '', 0, 0,
-                    float(np.mean([r.abs_rel for r in good])),
-                    float(np.mean([r.delta1 for r in good])),
-                    float(np.mean([r.oracle_abs_rel for r in good])),
-                    float(np.mean([r.oracle_delta1 for r in good])), '')
-        print(_format(mean, counts=False))
+        keys = ('abs_rel', 'delta1', 'rmse', 'coverage', 'oracle_abs_rel', 'oracle_delta1')
+        mean = mean_over_frames({key: getattr(r, key) for key in keys} for r in good)
+        print(_format(_Row(f'mean ({len(good)}/{len(rows)} ok)', '', 0, 0, **mean,
+                           status=''), counts=False))
     return 0 if good else 1
 
 
 def _format(row: _Row, counts: bool = True) -> str:
     n = f'{row.n_points:>7} {row.n_inliers:>7}' if counts else ' ' * 15
     return (f'{row.label:<28} {row.source:<10} {n} {row.abs_rel:>8.4f} {row.delta1:>7.4f} '
-            f'{row.oracle_abs_rel:>14.4f} {row.oracle_delta1:>14.4f}  {row.status}')
+            f'{row.rmse:>7.3f} {row.coverage:>6.3f} {row.oracle_abs_rel:>14.4f} '
+            f'{row.oracle_delta1:>14.4f}  {row.status}')
 
 
 def discover(data: Path) -> List[_Frame]:
@@ -201,38 +206,16 @@ def evaluate_frame(frame: _Frame, args: argparse.Namespace, config: AlignmentCon
         data = _lidar_inputs(frame, args, prediction, rng)
     relative, uv_fit, z_fit, gt_pick, gt_z = data
     result = align(relative, args.space, uv_fit, z_fit, config=config)
-    oracle = _oracle_depth(relative, gt_pick, gt_z, args.space, args.max_depth)
-    o_rel, o_d1 = _metrics(oracle, gt_z, args.max_depth)
+    oracle = depth_metrics(oracle_depth(gt_pick(relative), args.space, gt_z, args.max_depth),
+                           gt_z, args.max_depth)
     if not result.ok:
         return _Row(label, source, result.n_points, result.n_inliers, math.nan, math.nan,
-                    o_rel, o_d1, f'failed: {result.reason}')
-    pred = gt_pick(result.depth)
-    abs_rel, d1 = _metrics(pred, gt_z, args.max_depth)
-    return _Row(label, source, result.n_points, result.n_inliers, abs_rel, d1, o_rel, o_d1,
-                'ok')
-
-
-def _metrics(pred: np.ndarray, gt: np.ndarray, max_depth: float) -> Tuple[float, float]:
-    """Return AbsRel and δ1 over pixels where both are known; pred clipped to max_depth."""
-    pred = np.minimum(pred, max_depth)
-    ok = np.isfinite(pred) & (pred > 0.0) & np.isfinite(gt) & (gt > 0.0)
-    if not ok.any():
-        return math.nan, math.nan
-    p, g = pred[ok], gt[ok]
-    return float(np.mean(np.abs(p - g) / g)), float(np.mean(np.maximum(p / g, g / p) < 1.25))
-
-
-def _oracle_depth(relative: np.ndarray, gt_pick, gt_z: np.ndarray, space: str,
-                  max_depth: float) -> np.ndarray:
-    """Depth at the evaluation pixels from a plain LS fit on all of them (model space)."""
-    d = gt_pick(relative).astype(np.float64)
-    ok = np.isfinite(d) & np.isfinite(gt_z) & (gt_z > 0.0)
-    if ok.sum() < 2:
-        return np.full(gt_z.shape, np.nan)
-    y = to_model_space(gt_z[ok], space)
-    A = np.stack([d[ok], np.ones(int(ok.sum()))], axis=1)
-    (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
-    return to_metric(d, space, float(s), float(t), 1e-3, max_depth)
+                    math.nan, 0.0, oracle['abs_rel'], oracle['delta1'],
+                    f'failed: {result.reason}')
+    aligned = depth_metrics(gt_pick(result.depth), gt_z, args.max_depth)
+    return _Row(label, source, result.n_points, result.n_inliers, aligned['abs_rel'],
+                aligned['delta1'], aligned['rmse'], aligned['coverage'], oracle['abs_rel'],
+                oracle['delta1'], 'ok')
 
 
 def _smooth_field(height: int, width: int, rng: np.random.Generator) -> np.ndarray:

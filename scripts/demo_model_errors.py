@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Where a depth model's error on generated scenes comes from (a diagnostic for issue 6).
+"""Where a depth model's error on generated scenes comes from.
 
 For held-out generated frames (or training seeds with `--first-seed 0`) it reports, indoor
 and outdoor apart: AbsRel and δ1 after the node's lidar alignment; the same after an
 oracle fit (least squares against the exact depth in the model's own space), which tells
 the model's error from the alignment's; and the lidar-aligned AbsRel per ground-truth
 depth band and at depth edges (|∇ log z| > 0.4 px⁻¹, dilated by 2 px) against flat areas.
+Metrics, oracle fit and the rule for NaN/+inf/far limit: `densepred_ros.metrics`.
 
     python scripts/demo_model_errors.py densepred_ros/demo_models/lotus-depth-demo
 """
@@ -13,25 +14,16 @@ depth band and at depth edges (|∇ log z| > 0.4 px⁻¹, dilated by 2 px) again
 import argparse
 from typing import Dict, List
 
-from densepred_ros.alignment import align, to_metric, to_model_space
+from densepred_ros.alignment import align
 from densepred_ros.camera import project_points, transform_points
+from densepred_ros.metrics import abs_rel_map, depth_metrics, evaluated_mask, FAILED_FRAME
+from densepred_ros.metrics import mean_over_frames, oracle_depth
 from densepred_ros.models import load_predictor, PredictorOptions
-from densepred_ros.training.evaluate import depth_metrics, held_out_frames, HELD_OUT_SEED
-from densepred_ros.training.evaluate import MAX_DEPTH
+from densepred_ros.training.evaluate import held_out_frames, HELD_OUT_SEED, MAX_DEPTH
 import numpy as np
 from scipy import ndimage
 
 BANDS = (0.0, 5.0, 10.0, 20.0, 40.0, MAX_DEPTH)
-
-
-def oracle_depth(values: np.ndarray, space: str, gt: np.ndarray) -> np.ndarray:
-    """Fit scale and shift against the exact depth in the prediction's space."""
-    mask = np.isfinite(gt) & (gt > 0) & (gt <= MAX_DEPTH)
-    target = to_model_space(gt[mask], space)
-    design = np.stack([values[mask], np.ones(mask.sum())], axis=1)
-    scale, shift = np.linalg.lstsq(design, target, rcond=None)[0]
-    depth = to_metric(values, space, float(scale), float(shift), 1e-3, MAX_DEPTH)
-    return np.minimum(np.nan_to_num(depth, nan=1e-3), MAX_DEPTH)
 
 
 def main() -> int:
@@ -42,7 +34,7 @@ def main() -> int:
     parser.add_argument('--first-seed', type=int, default=HELD_OUT_SEED,
                         help='first scene seed (default: the held-out seeds; 0 = training)')
     args = parser.parse_args()
-    predictor = load_predictor(args.model, PredictorOptions(device='cpu'))
+    predictor = load_predictor(args.model, PredictorOptions(device='cpu', dtype='fp32'))
     space = predictor.spec.space
     rows: Dict[str, List[Dict[str, float]]] = {'indoor': [], 'outdoor': []}
     sums = {kind: np.zeros((len(BANDS) + 1, 2)) for kind in rows}
@@ -53,17 +45,18 @@ def main() -> int:
                                frame.camera)
         result = align(values, space, uv, z)
         if not result.ok:
-            rows[kind].append({'abs_rel': 1.0, 'delta1': 0.0, 'oracle_abs_rel': np.nan,
+            rows[kind].append({**FAILED_FRAME, 'oracle_abs_rel': np.nan,
                                'oracle_delta1': np.nan})
             continue
         gt = frame.depth
-        lidar = depth_metrics(result.depth, gt)
-        oracle = depth_metrics(oracle_depth(values, space, gt), gt)
+        lidar = depth_metrics(result.depth, gt, MAX_DEPTH)
+        oracle = depth_metrics(oracle_depth(values, space, gt, MAX_DEPTH), gt, MAX_DEPTH)
         rows[kind].append({**lidar, 'oracle_abs_rel': oracle['abs_rel'],
                            'oracle_delta1': oracle['delta1']})
-        valid = np.isfinite(gt) & (gt > 0) & (gt <= MAX_DEPTH)
-        rel = np.abs(np.minimum(result.depth, MAX_DEPTH) - gt) / np.where(valid, gt, 1.0)
-        log_depth = np.log(np.where(valid, gt, MAX_DEPTH))
+        rel = abs_rel_map(result.depth, gt, MAX_DEPTH)
+        valid = np.isfinite(rel)
+        rel = np.nan_to_num(rel)
+        log_depth = np.log(np.where(evaluated_mask(gt, MAX_DEPTH), gt, MAX_DEPTH))
         edges = np.hypot(ndimage.sobel(log_depth, 0), ndimage.sobel(log_depth, 1)) > 0.4
         edges = ndimage.binary_dilation(edges, iterations=2)
         for band, (low, high) in enumerate(zip(BANDS[:-1], BANDS[1:])):
@@ -73,7 +66,7 @@ def main() -> int:
         sums[kind][-1] += (rel[valid & ~edges].sum(), (valid & ~edges).sum())
     print(f'{args.model} ({space}), {args.scenes} scenes from seed {args.first_seed}')
     for kind, kind_rows in rows.items():
-        mean = {k: float(np.nanmean([r[k] for r in kind_rows])) for k in kind_rows[0]}
+        mean = mean_over_frames(kind_rows)
         print(f'{kind:8s} lidar-aligned AbsRel {mean["abs_rel"]:.4f} δ1 {mean["delta1"]:.3f}; '
               f'oracle fit AbsRel {mean["oracle_abs_rel"]:.4f} δ1 {mean["oracle_delta1"]:.3f}')
         total = sums[kind][:len(BANDS) - 1, 1].sum()

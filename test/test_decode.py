@@ -29,10 +29,6 @@ def _random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_decode_error_is_a_value_error():
-    assert issubclass(DecodeError, ValueError)
-
-
 @pytest.mark.parametrize('pad', [0, 1, 5])
 def test_rgb8_with_row_padding(pad):
     rgb = _random_rgb(3, 4)

@@ -1,27 +1,8 @@
-"""Pieces of the demo that carry meaning: metrics, the extrinsic parameter, the cloud view."""
+"""Pieces of the demo that carry meaning: the point-cloud view."""
 
-from densepred_ros.demo import (
-    depth_metrics, normal_error_degrees, render_points)
+from densepred_ros.demo import render_points
 from densepred_ros.synthetic import make_frame
 import numpy as np
-import pytest
-
-
-def test_depth_metrics_against_known_errors():
-    truth = np.array([[1.0, 2.0], [4.0, np.inf]])
-    depth = np.array([[1.1, 2.0], [np.nan, 3.0]])
-    metrics = depth_metrics(depth, truth)
-    assert metrics['abs_rel'] == pytest.approx(0.05)     # (0.1 + 0) / 2
-    assert metrics['delta1'] == 1.0
-    assert metrics['coverage'] == pytest.approx(2 / 3)
-
-
-def test_normal_error_degrees():
-    a = np.zeros((1, 2, 3))
-    a[..., 2] = -1.0
-    b = a.copy()
-    b[0, 1] = [0.0, -1.0, 0.0]
-    assert normal_error_degrees(a, b) == pytest.approx(45.0)
 
 
 def test_render_points_draws_the_cloud():

@@ -62,10 +62,11 @@ def _run(argv, capsys):
     rows = {}
     for line in out.splitlines():
         parts = line.split()
-        if parts and '/' in parts[0] and len(parts) >= 9:
+        if parts and '/' in parts[0] and len(parts) >= 11:
             rows[parts[0]] = {'points': int(parts[2]), 'abs_rel': float(parts[4]),
-                              'delta1': float(parts[5]), 'oracle_abs_rel': float(parts[6]),
-                              'status': parts[8]}
+                              'delta1': float(parts[5]), 'rmse': float(parts[6]),
+                              'coverage': float(parts[7]), 'oracle_abs_rel': float(parts[8]),
+                              'status': parts[10]}
     return rc, out, rows
 
 
@@ -82,6 +83,7 @@ def test_perturbed_ground_truth_runs_the_whole_chain(dataset, capsys, space):
     for label, row in rows.items():
         assert row['status'] == 'ok', out
         assert row['abs_rel'] < 0.05 and row['delta1'] > 0.95, out
+        assert row['coverage'] == 1.0 and 0.0 < row['rmse'] < 1.0, out
         # The robust sparse fit is about as good as the dense oracle fit.
         assert row['abs_rel'] < 1.3 * row['oracle_abs_rel'] + 0.005, out
     # 300 samples; the see-through filter may drop a few at depth edges.

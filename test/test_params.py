@@ -111,12 +111,6 @@ def test_conversions() -> None:
     assert config.alignment.extrinsic[6] == pytest.approx(1.0)  # normalised
 
 
-def test_config_is_frozen() -> None:
-    config = NodeConfig.from_parameters(GOOD)
-    with pytest.raises(AttributeError):
-        config.max_age = 3.0
-
-
 class RecordingNode:
     """Collects declare_parameter calls the way rclpy's Node receives them."""
 

@@ -76,7 +76,7 @@ class PredictorOptions:
     """
 
     processing_resolution: Optional[int] = None
-    dtype: str = 'fp32'
+    dtype: str = 'auto'
     device: str = 'auto'
     seed: int = 0
     latent: str = 'mean'

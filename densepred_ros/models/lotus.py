@@ -133,8 +133,9 @@ class LotusPredictor:
         if unet.config.class_embed_type != 'projection':
             raise CheckpointError(f'{where}: the UNet has no projection class embedding, '
                                   'so it is not a Lotus checkpoint')
-        self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
-        self.task_emb = task_embedding(True).to(self.device, self.dtype)
+        # float32: each component casts its inputs to its own dtype.
+        self.prompt_embeds = prompt_embeds.to(self.device, torch.float32)
+        self.task_emb = task_embedding(True).to(self.device, torch.float32)
         self.unet.to(self.device, self.dtype).eval()
         self.vae.to(self.device, self.dtype).eval()
         self.channels_last = use_channels_last(options.channels_last, self.device,
@@ -245,13 +246,16 @@ class LotusPredictor:
         from diffusers.utils.torch_utils import randn_tensor
 
         image = image.to(self.device, torch.float32)
-        moments = self.components['vae_encoder'](image).to(self.device, self.dtype)
+        # The glue between components runs in float32 whatever the components' dtype: the
+        # same seed draws the same noise in every dtype, and an ONNX Runtime or TensorRT
+        # component is not fed a value rounded to a torch dtype it does not use.
+        moments = self.components['vae_encoder'](image).to(self.device, torch.float32)
         posterior = DiagonalGaussianDistribution(moments)                 # of 1×2C×h×w
         if self.options.latent == 'sample':
             # The authors draw the posterior sample from torch's global RNG seeded with
             # the run's seed; a fresh generator seeded alike gives the same draw.
             noise = randn_tensor(posterior.mean.shape, generator=self._generator(),
-                                 device=self.device, dtype=self.dtype)
+                                 device=self.device, dtype=torch.float32)
             rgb_latent = posterior.mean + posterior.std * noise
         else:
             rgb_latent = posterior.mean
@@ -260,15 +264,15 @@ class LotusPredictor:
         timestep = torch.tensor(TIMESTEP, device=self.device, dtype=torch.long)
         if self.spec.variant == 'g':
             noise = randn_tensor(rgb_latent.shape, generator=self._generator(),
-                                 device=self.device, dtype=self.dtype)
+                                 device=self.device, dtype=torch.float32)
             noise = self.scheduler.scale_model_input(
                 noise * self.scheduler.init_noise_sigma, timestep)
             unet_input = torch.cat([rgb_latent, noise], dim=1)          # 1×8×h×w
         else:
             unet_input = rgb_latent                                       # 1×4×h×w
         x0 = self.components['unet'](
-            unet_input.float(), timestep.float().reshape(1), self.prompt_embeds.float(),
-            self.task_emb.float())                                        # 1×4×h×w
+            unet_input.float(), timestep.float().reshape(1), self.prompt_embeds,
+            self.task_emb)                                                # 1×4×h×w
         decoded = self.components['vae_decoder'](x0)                      # 1×3×H×W
         return decoded.to(self.device, torch.float32)
 

@@ -41,8 +41,15 @@ class MarigoldPredictor:
                              '(ONNX Runtime and TensorRT are offered for Lotus checkpoints)')
         self.options = options
         self.device = runtime.resolve_device(options.device)
-        self.dtype = runtime.resolve_dtype(runtime.resolve_auto_dtype(options.dtype,
-                                                                      self.device))
+        dtype_name = runtime.resolve_auto_dtype(options.dtype, self.device)
+        if self.device.type == 'cpu' and dtype_name == 'bf16':
+            # diffusers' Marigold image processor resizes with antialiasing, which torch
+            # has no bf16 CPU kernel for.
+            if options.dtype != 'auto':
+                raise ValueError('Marigold cannot run in bf16 on the CPU (torch has no bf16 '
+                                 "antialiased resize); use dtype 'fp32' or 'auto'")
+            dtype_name = 'fp32'
+        self.dtype = runtime.resolve_dtype(dtype_name)
         pipeline_class = MarigoldNormalsPipeline if space == NORMALS else MarigoldDepthPipeline
         try:
             self.pipe = pipeline_class.from_pretrained(

@@ -107,7 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from densepred_ros.models.base import PredictorOptions
     from densepred_ros.training.evaluate import evaluate, format_metrics, held_out_frames
     torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model, PredictorOptions(device='cpu'))
+    predictor = load_predictor(args.model, PredictorOptions(device='cpu', dtype='fp32'))
     frames = held_out_frames(args.scenes, height=args.size[0], width=args.size[1],
                              beams=args.beams)
     metrics = evaluate(predictor, frames)

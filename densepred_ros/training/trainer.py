@@ -229,12 +229,14 @@ def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torc
                          count: int = 64) -> Dict[str, float]:
     """Measure how well the VAE reconstructs annotations (an upper bound for the UNet).
 
-    Depth spaces: the decoded annotation is fitted to the true depth by least squares in
-    the model space and compared (AbsRel, δ1, pixels up to 80 m). Normals: mean angle.
+    Depth spaces: the decoded annotation is fitted to the true depth by the oracle fit
+    (`metrics.oracle_depth`, far limit `evaluate.MAX_DEPTH`) and compared by
+    `metrics.depth_metrics`. Normals: `metrics.normal_metrics`.
     """
-    from densepred_ros.alignment import to_metric, to_model_space
+    from densepred_ros.metrics import depth_metrics, mean_over_frames, normal_metrics
+    from densepred_ros.metrics import oracle_depth
     from densepred_ros.models import runtime
-    from densepred_ros.training.evaluate import depth_metrics, normal_error_deg
+    from densepred_ros.training.evaluate import MAX_DEPTH
     n = min(count, len(frames))
     subset = dataset.FrameSet(frames.rgb[:n],
                               None if frames.depth is None else frames.depth[:n],
@@ -248,17 +250,14 @@ def vae_annotation_check(vae, frames: dataset.FrameSet, space: str, device: torc
     for i in range(n):
         if space == NORMALS:
             normals = runtime.unit_normals(decoded[i].transpose(1, 2, 0))
-            rows.append({'normal_deg': normal_error_deg(
-                runtime.model_normals_to_optical(normals), subset.normals[i])})
+            rows.append(normal_metrics(runtime.model_normals_to_optical(normals),
+                                       subset.normals[i]))
             continue
         rel = decoded[i].mean(axis=0) / 2 + 0.5
         gt = subset.depth[i]
-        mask = np.isfinite(gt) & (gt > 0) & (gt <= 80.0)
-        y = to_model_space(gt[mask], space)
-        A = np.stack([rel[mask], np.ones(int(mask.sum()))], axis=1)
-        (s, t), *_ = np.linalg.lstsq(A, y, rcond=None)
-        rows.append(depth_metrics(to_metric(rel, space, float(s), float(t), 0.05, 1e4), gt))
-    return {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0]}
+        rows.append(depth_metrics(oracle_depth(rel, space, gt, MAX_DEPTH, near_limit=0.05),
+                                  gt, MAX_DEPTH))
+    return mean_over_frames(rows)
 
 
 # --- UNet -------------------------------------------------------------------------------
@@ -621,7 +620,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         trainer.unet.train()
         if not val_frames:
             return
-        predictor = load_predictor(str(path), PredictorOptions(device=str(device)))
+        predictor = load_predictor(str(path), PredictorOptions(device=str(device), dtype='fp32'))
         metrics = evaluate(predictor, val_frames)
         predictor.close()
         log(f'step {trainer.step}: validation {format_metrics(metrics)}')
