@@ -30,5 +30,6 @@ __all__ = [
     'make_camera', 'make_frame', 'make_scene', 'make_sequence', 'make_transform', 'Material',
     'optical_from_body', 'PATTERNS', 'Plane', 'R_BODY_OPTICAL', 'render_frame', 'render_rig',
     'RigTrajectory', 'rig_lidar_transform', 'rotation_from_ypr', 'Scene', 'simulate_lidar',
-    'Sphere', 'Style', 'STYLES', 'get_style', 'SyntheticFrame', 'VERTICAL_FOV_PRESETS', 'yaw_rotation',
+    'Sphere', 'Style', 'STYLES', 'get_style', 'SyntheticFrame', 'VERTICAL_FOV_PRESETS',
+    'yaw_rotation',
 ]

@@ -58,7 +58,7 @@ class Style:
         return replace(scene, **changes)
 
     def pose(self, T_world_rig: np.ndarray) -> np.ndarray:
-        """Return the rig pose (4×4) lifted by ``camera_lift`` metres."""
+        """Return the 4×4 rig pose lifted by ``camera_lift`` metres."""
         if not self.camera_lift:
             return T_world_rig
         lifted = np.array(T_world_rig, dtype=np.float64)

@@ -52,7 +52,7 @@ def init_checkpoint(init: Optional[str], space: Optional[str],
                        f'lidar and adapts {", ".join(DEPTH_SPACES)} models only')
     if space is not None and space != found:
         raise BagError(f'--space {space} contradicts --init {init}, which predicts {found}; '
-                       'the space of an adapted model is its checkpoint\'s (drop --space)')
+                       "the space of an adapted model is its checkpoint's (drop --space)")
     latent = int(vae.get('latent_channels', 4))
     found_variant = 'g' if int(unet.get('in_channels', latent)) == 2 * latent else 'd'
     if variant is not None and variant != found_variant:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='what to predict (log_depth: normalised ln z); default '
                              "disparity, with --bag the --init checkpoint's")
     parser.add_argument('--variant', default=None, choices=('g', 'd'),
-                        help="Lotus-G (noise concatenated) or Lotus-D; default d, with --bag "
+                        help='Lotus-G (noise concatenated) or Lotus-D; default d, with --bag '
                              "the --init checkpoint's")
     parser.add_argument('--data', type=Path, default=None,
                         help='folder of NAME.npz (rgb, depth, normals) or NAME.png with '
@@ -87,7 +87,7 @@ def add_bag_arguments(group) -> None:
                        help='held-out recording(s) for validation (default: the last '
                             '--val-fraction of each --bag, after a --val-gap)')
     group.add_argument('--val-fraction', type=float, default=0.2,
-                       help='share of each recording\'s time span held out (default 0.2)')
+                       help="share of each recording's time span held out (default 0.2)")
     group.add_argument('--val-gap', type=float, default=5.0,
                        help='seconds dropped before the held-out part (default 5)')
     group.add_argument('--image-topic', default=None,
@@ -109,7 +109,7 @@ def add_bag_arguments(group) -> None:
     group.add_argument('--min-points', type=int, default=50,
                        help='skip frames with fewer projected lidar points (default 50)')
     group.add_argument('--train-size', type=int, default=None,
-                       help="longest image side for training and validation, pixels "
+                       help='longest image side for training and validation, pixels '
                             "(default: the --init checkpoint's processing resolution)")
     group.add_argument('--patience', type=int, default=3,
                        help='stop after this many validations without a 1%% gain (0 = never)')

@@ -788,4 +788,3 @@ class _EarlyStop:
         """Write the final record into the kept (best) checkpoint."""
         if self.cfg.record is not None:
             record_adaptation(output, self.cfg.record)
-
