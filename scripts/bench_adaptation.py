@@ -54,8 +54,8 @@ def main() -> int:
     parser.add_argument('--val-frames', type=int, default=8)
     parser.add_argument('--test-frames', type=int, default=12)
     parser.add_argument('--generated-scenes', type=int, default=8)
-    parser.add_argument('--steps', type=int, default=150)
-    parser.add_argument('--val-every', type=int, default=25)
+    parser.add_argument('--steps', type=int, default=80)
+    parser.add_argument('--val-every', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--lr', type=float, default=1e-4)
     parser.add_argument('--mix', type=float, nargs='+', default=(0.0, 0.25),
@@ -109,7 +109,8 @@ def main() -> int:
               f'{row["test"]["abs_rel"]:.4f} ({gain:.0%} lower) | {row["test"]["delta1"]:.3f} | '
               f'{row["generated"]["abs_rel"]:.4f} | {row["generated"]["delta1"]:.3f} | '
               f'{row["seconds"]} s |')
-    (args.work / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
+    name = 'results_mix' + '_'.join(f'{mix:g}' for mix in args.mix) + '.json'
+    (args.work / name).write_text(json.dumps(results, indent=2) + '\n')
     return 0
 
 

@@ -202,7 +202,8 @@ def run_bag(args: argparse.Namespace) -> int:
         progress=not args.no_progress, frame_set=training_set,
         validator=_validator(val_frames, args.device), patience=args.patience, record=record,
         mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing)
+        gradient_checkpointing=args.gradient_checkpointing,
+        warmup_steps=min(100, max(1, args.steps // 10)))
     path = train(cfg)
     if generated:
         after = generated_score(str(path), generated)

@@ -89,6 +89,7 @@ class TrainConfig:
     record: Optional[Dict[str, Any]] = None
     mixed_precision: str = 'no'
     gradient_checkpointing: bool = False
+    warmup_steps: int = WARMUP_STEPS
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -123,10 +124,11 @@ class TrainConfig:
                 for v in (getattr(self, f.name),)}
 
 
-def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float) -> float:
-    """Linear warm-up, then a cosine decay to 10% over the step or time budget."""
-    if step < WARMUP_STEPS:
-        return (step + 1) / WARMUP_STEPS
+def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float,
+              warmup: int = WARMUP_STEPS) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 10% over the budget."""
+    if step < warmup:
+        return (step + 1) / warmup
     progress = step / steps
     if time_limit_s > 0:
         progress = max(progress, elapsed / time_limit_s)
@@ -688,7 +690,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             log(f'time limit of {cfg.time_limit} min reached at step {trainer.step}')
             break
         idx = torch.randint(len(frames), (cfg.batch_size,), generator=trainer.generator)
-        scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s)
+        scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s,
+                          max(1, cfg.warmup_steps))
         losses = trainer.train_step(rgb_latents[idx], targets[idx], target_valid[idx],
                                     scale, sparse)
         recent = (recent + [losses['annotation']])[-50:]
