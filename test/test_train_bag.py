@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 from densepred_ros import bag, cli
 from densepred_ros.synthetic import make_sequence
@@ -84,14 +85,14 @@ def test_early_stop_keeps_the_best_weights(street, checkpoints, tmp_path):
     seen = []
 
     def validator(path):
-        seen.append(_unet_digest(__import__('pathlib').Path(path)))
+        seen.append(_unet_digest(Path(path)))
         return {'abs_rel': next(scores), 'delta1': 0.5, 'n': 1.0}
 
     record = {}
     out = tmp_path / 'out'
     train(TrainConfig(output=out, space='disparity', variant='d',
                       init=str(checkpoints['lotus_d']), steps=20, batch_size=2, val_every=2,
-                      val_frames=0, device='cpu', threads=1, progress=False,
+                      save_every=1, val_frames=0, device='cpu', threads=1, progress=False,
                       frame_set=bag_frames.frame_set(reading.frames), validator=validator,
                       patience=2, record=record), log=lambda text: None)
     assert len(seen) == 4              # steps 0, 2, 4, 6: two validations without gain

@@ -703,8 +703,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         if cfg.val_every and trainer.step % cfg.val_every == 0:
             if validate():
                 break
-        elif cfg.save_every and trainer.step % cfg.save_every == 0:
-            save()
+        elif cfg.save_every and trainer.step % cfg.save_every == 0 and cfg.validator is None:
+            save()   # with a validator the output holds the best weights only
     bar.close()
     if not (cfg.val_every and trainer.step % cfg.val_every == 0 and trainer.step):
         validate()
