@@ -172,3 +172,15 @@ def test_bad_input_is_one_clear_error(frames, checkpoints, tmp_path, capsys, cas
     assert code == 2 and message in err and 'Traceback' not in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'out').exists()
+
+
+def test_dusk_style_changes_look_and_camera_not_the_scene():
+    from densepred_ros.synthetic import make_frame
+    default = make_frame(4, kind='outdoor', width=64, height=48, beams=16)
+    dusk = make_frame(4, kind='outdoor', width=64, height=48, beams=16, style='dusk')
+    assert np.isclose(dusk.camera.K[0, 0], 32.0 / np.tan(np.radians(45.0)))
+    assert np.isclose(dusk.T_world_cam[2, 3] - default.T_world_cam[2, 3], 1.0)
+    assert np.allclose(dusk.T_world_cam[:2, 3], default.T_world_cam[:2, 3])
+    assert dusk.rgb.mean(axis=(0, 1))[2] < default.rgb.mean(axis=(0, 1))[2]   # warm grade
+    with pytest.raises(ValueError, match='unknown style'):
+        make_frame(4, style='noon')
