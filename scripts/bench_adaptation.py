@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument('--val-every', type=int, default=20)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--lr', type=float, default=1e-4)
-    parser.add_argument('--mix', type=float, nargs='+', default=(0.0, 0.25),
+    parser.add_argument('--mix', type=float, nargs='+', default=(0.0, 0.25, 0.5),
                         help='--mix-synthetic shares to compare')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()

@@ -44,6 +44,7 @@ def test_end_to_end_records_what_it_was_adapted_on(street, checkpoints, tmp_path
     # Frame 1 cannot be decoded: counted, not used. Span 5.5 s: held out from 4.4 s on
     # (3 frames), the gap drops 3.5 s and 4.0 s, frames 0..3.0 s but 0.5 s train.
     assert 'skipped undecodable input' in text and ': 1' in text
+    assert '6 training frames' in text and '+ 6 generated' in text
     record = json.loads((out / 'densepred.json').read_text())
     assert record['space'] == 'disparity'
     adapted = record['adapted_on']
@@ -52,7 +53,7 @@ def test_end_to_end_records_what_it_was_adapted_on(street, checkpoints, tmp_path
     assert adapted['bags'][0]['lidar_topic'] == '/lidar/points'
     (reason, count), = adapted['bags'][0]['skipped'].items()
     assert reason.startswith('undecodable input: CompressedImage JPEG') and count == 1
-    assert adapted['frames'] == 6 and adapted['generated_frames'] == 0
+    assert adapted['frames'] == 6 and adapted['generated_frames'] == 6   # --mix 0.5
     assert adapted['first_stamp'] == START and adapted['last_stamp'] == START + 3.0
     held = adapted['held_out']
     assert held['frames'] == 3 and held['dropped_in_gap'] == 2

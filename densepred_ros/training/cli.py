@@ -113,9 +113,9 @@ def add_bag_arguments(group) -> None:
                             "(default: the --init checkpoint's processing resolution)")
     group.add_argument('--patience', type=int, default=3,
                        help='stop after this many validations without a 1%% gain (0 = never)')
-    group.add_argument('--mix-synthetic', type=float, default=0.0, metavar='FRACTION',
+    group.add_argument('--mix-synthetic', type=float, default=0.5, metavar='FRACTION',
                        help='share of generated scenes mixed into the training frames '
-                            '(against forgetting), in [0, 1)')
+                            '(against forgetting), in [0, 1); default 0.5')
     group.add_argument('--forgetting-scenes', type=int, default=8,
                        help='held-out generated scenes scored before and after (0 = skip)')
 
