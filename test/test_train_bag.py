@@ -185,3 +185,30 @@ def test_dusk_style_changes_look_and_camera_not_the_scene():
     assert dusk.rgb.mean(axis=(0, 1))[2] < default.rgb.mean(axis=(0, 1))[2]   # warm grade
     with pytest.raises(ValueError, match='unknown style'):
         make_frame(4, style='noon')
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_autocast_and_gradient_checkpointing_train(street, checkpoints, tmp_path, precision):
+    """The GPU options run (here on the CPU, fp16 with its loss scaler) and train."""
+    import torch
+    from densepred_ros.training.trainer import train, TrainConfig
+    if precision == 'fp16' and not hasattr(torch.amp, 'GradScaler'):
+        pytest.skip('no torch.amp.GradScaler')
+    reading = bag_frames.read_bag_frames(street, bag_frames.BagOptions(longest_side=64))
+    scores = []
+
+    def validator(path):
+        scores.append(len(scores))
+        return {'abs_rel': 1.0 / (1 + len(scores)), 'delta1': 0.5, 'n': 1.0}
+
+    out = tmp_path / 'out'
+    record = {}
+    train(TrainConfig(output=out, space='disparity', variant='d',
+                      init=str(checkpoints['lotus_d']), steps=2, batch_size=2, val_every=1,
+                      val_frames=0, device='cpu', threads=1, progress=False,
+                      frame_set=bag_frames.frame_set(reading.frames), validator=validator,
+                      record=record, mixed_precision=precision,
+                      gradient_checkpointing=True), log=lambda text: None)
+    log = [json.loads(line) for line in (out / 'training_log.jsonl').read_text().splitlines()]
+    assert [e['step'] for e in log if e['event'] == 'validation'] == [0, 1, 2]
+    assert _unet_digest(out) != _unet_digest(checkpoints['lotus_d'])
