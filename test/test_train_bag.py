@@ -153,7 +153,7 @@ def test_validation_scores_on_points_the_alignment_did_not_use(frames):
 @pytest.mark.parametrize('case, message', [
     ('no_lidar', 'no PointCloud2 topic for the lidar'),
     ('no_tf', 'the lidar pose is unknown'),
-    ('few_points', 'fewer than # lidar points in the image: 12'),
+    ('few_points', 'fewer than 100000 lidar points in the image: 12'),
     ('normals', 'predicts normals; train --bag supervises depth'),
     ('space', '--space log_depth contradicts'),
     ('no_init', 'give --init CHECKPOINT'),

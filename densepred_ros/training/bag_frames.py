@@ -146,8 +146,8 @@ class FrameCollector(bag_cli.BagProcessor):
         self.options = options
         self.reading = reading
 
-    def _skip(self, reason: str) -> None:
-        self.reading.skipped[_reason(reason)] += 1
+    def _skip(self, reason: str, exact: bool = False) -> None:
+        self.reading.skipped[reason if exact else _reason(reason)] += 1
 
     def _process(self, frame: Any) -> None:
         from densepred_ros.camera import project_points, transform_points
@@ -180,7 +180,8 @@ class FrameCollector(bag_cli.BagProcessor):
             return self._skip(f'camera_info unusable: {str(exc).split(":")[0]}')
         uv, z = project_points(transform_points(points, T_cam_lidar), camera)
         if len(z) < self.options.min_points:
-            return self._skip(f'fewer than {self.options.min_points} lidar points in the image')
+            return self._skip(f'fewer than {self.options.min_points} lidar points in the image',
+                              exact=True)
         self.reading.frames.append(BagFrame(
             _resize_rgb(rgb, height, width), np.asarray(uv, np.int64),
             np.asarray(z, np.float32), stamp, Path(self.reading.path).name))
