@@ -41,7 +41,7 @@ class BagFrame:
         uv: N×2 int pixel coordinates (column, row) of the projected lidar points.
         z: N float32 depths along the optical axis, metres.
         stamp: image stamp, seconds.
-        bag: the recording's name.
+        bag: the recording's path, as given (frames are split per recording).
     """
 
     rgb: np.ndarray
@@ -184,7 +184,7 @@ class FrameCollector(bag_cli.BagProcessor):
                               exact=True)
         self.reading.frames.append(BagFrame(
             _resize_rgb(rgb, height, width), np.asarray(uv, np.int64),
-            np.asarray(z, np.float32), stamp, Path(self.reading.path).name))
+            np.asarray(z, np.float32), stamp, self.reading.path))
 
 
 def _processor_args(options: BagOptions, init: str) -> argparse.Namespace:
