@@ -21,6 +21,7 @@ from densepred_ros.synthetic.poses import (
 from densepred_ros.synthetic.primitives import Box, Cylinder, Plane, Sphere, yaw_rotation
 from densepred_ros.synthetic.render import camera_rays, make_camera, render_frame
 from densepred_ros.synthetic.scenes import KINDS, make_scene, RigTrajectory, Scene
+from densepred_ros.synthetic.styles import get_style, Style, STYLES
 from densepred_ros.synthetic.textures import Material, PATTERNS
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     'make_camera', 'make_frame', 'make_scene', 'make_sequence', 'make_transform', 'Material',
     'optical_from_body', 'PATTERNS', 'Plane', 'R_BODY_OPTICAL', 'render_frame', 'render_rig',
     'RigTrajectory', 'rig_lidar_transform', 'rotation_from_ypr', 'Scene', 'simulate_lidar',
-    'Sphere', 'SyntheticFrame', 'VERTICAL_FOV_PRESETS', 'yaw_rotation',
+    'Sphere', 'Style', 'STYLES', 'get_style', 'SyntheticFrame', 'VERTICAL_FOV_PRESETS',
+    'yaw_rotation',
 ]

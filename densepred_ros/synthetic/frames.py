@@ -1,6 +1,6 @@
 """Frames and sequences: a camera and a lidar on one rig moving through a generated scene."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, List, Optional, Sequence
 
 from densepred_ros.camera import CameraModel
@@ -9,6 +9,7 @@ from densepred_ros.synthetic.poses import (
     cam_lidar_transform, DEFAULT_LIDAR_OFFSET, optical_from_body, rig_lidar_transform)
 from densepred_ros.synthetic.render import make_camera, render_frame
 from densepred_ros.synthetic.scenes import DEFAULT_STREET_LENGTH, make_scene, max_speed, Scene
+from densepred_ros.synthetic.styles import DEFAULT, get_style, Style
 import numpy as np
 
 
@@ -89,7 +90,7 @@ def make_frame(seed: int, kind: str = 'indoor', width: int = 640, height: int = 
                lidar: Optional[LidarConfig] = None,
                lidar_offset: Sequence[float] = DEFAULT_LIDAR_OFFSET,
                lidar_rpy: Sequence[float] = (0.0, 0.0, 0.0),
-               shadows: Optional[bool] = None) -> SyntheticFrame:
+               shadows: Optional[bool] = None, style: str = DEFAULT) -> SyntheticFrame:
     """Generate one frame of a random scene.
 
     Args:
@@ -106,14 +107,22 @@ def make_frame(seed: int, kind: str = 'indoor', width: int = 640, height: int = 
             camera, metres.
         lidar_rpy: lidar roll, pitch, yaw relative to the rig, radians.
         shadows: override the scene's shadow setting.
+        style: a look and camera from ``styles.STYLES`` ('default': the generator's own).
     """
     if not 0.0 <= time < np.inf:
         raise ValueError(f'time must be >= 0 seconds, got {time!r}')
-    scene = make_scene(seed, kind, _street_length(kind, time))
-    return render_rig(scene, scene.trajectory.pose(float(time)),
-                      make_camera(width, height, hfov_deg), _lidar_config(beams, lidar),
-                      rig_lidar_transform(lidar_offset, lidar_rpy), time,
-                      np.random.default_rng([seed, 0]), shadows)
+    look = get_style(style)
+    scene = look.scene(make_scene(seed, kind, _street_length(kind, time)))
+    return _styled(look, render_rig(
+        scene, look.pose(scene.trajectory.pose(float(time))),
+        make_camera(width, height, look.hfov(hfov_deg)), _lidar_config(beams, lidar),
+        rig_lidar_transform(lidar_offset, lidar_rpy), time, np.random.default_rng([seed, 0]),
+        shadows))
+
+
+def _styled(look: Style, frame: SyntheticFrame) -> SyntheticFrame:
+    """Return the frame with the style's colour grade (the same frame for 'default')."""
+    return frame if look.name == DEFAULT else replace(frame, rgb=look.image(frame.rgb))
 
 
 def iter_sequence(seed: int, n_frames: int, kind: str = 'outdoor', width: int = 640,
@@ -121,20 +130,23 @@ def iter_sequence(seed: int, n_frames: int, kind: str = 'outdoor', width: int = 
                   hfov_deg: float = 70.0, lidar: Optional[LidarConfig] = None,
                   lidar_offset: Sequence[float] = DEFAULT_LIDAR_OFFSET,
                   lidar_rpy: Sequence[float] = (0.0, 0.0, 0.0), start_stamp: float = 0.0,
-                  shadows: Optional[bool] = None) -> Iterator[SyntheticFrame]:
+                  shadows: Optional[bool] = None,
+                  style: str = DEFAULT) -> Iterator[SyntheticFrame]:
     """Yield the frames of ``make_sequence`` one at a time (same arguments)."""
     if isinstance(n_frames, bool) or int(n_frames) != n_frames or n_frames < 1:
         raise ValueError(f'n_frames must be a positive integer, got {n_frames!r}')
     if not 0.0 < rate_hz < np.inf:
         raise ValueError(f'rate_hz must be positive, got {rate_hz!r}')
-    scene = make_scene(seed, kind, _street_length(kind, (n_frames - 1) / rate_hz))
-    camera = make_camera(width, height, hfov_deg)
+    look = get_style(style)
+    scene = look.scene(make_scene(seed, kind, _street_length(kind, (n_frames - 1) / rate_hz)))
+    camera = make_camera(width, height, look.hfov(hfov_deg))
     config = _lidar_config(beams, lidar)
     T_rig_lidar = rig_lidar_transform(lidar_offset, lidar_rpy)
     for i in range(int(n_frames)):
         t = i / rate_hz
-        yield render_rig(scene, scene.trajectory.pose(t), camera, config, T_rig_lidar,
-                         start_stamp + t, np.random.default_rng([seed, i]), shadows)
+        yield _styled(look, render_rig(scene, look.pose(scene.trajectory.pose(t)), camera,
+                                       config, T_rig_lidar, start_stamp + t,
+                                       np.random.default_rng([seed, i]), shadows))
 
 
 def make_sequence(seed: int, n_frames: int, kind: str = 'outdoor', width: int = 640,
@@ -142,7 +154,8 @@ def make_sequence(seed: int, n_frames: int, kind: str = 'outdoor', width: int = 
                   hfov_deg: float = 70.0, lidar: Optional[LidarConfig] = None,
                   lidar_offset: Sequence[float] = DEFAULT_LIDAR_OFFSET,
                   lidar_rpy: Sequence[float] = (0.0, 0.0, 0.0), start_stamp: float = 0.0,
-                  shadows: Optional[bool] = None) -> List[SyntheticFrame]:
+                  shadows: Optional[bool] = None,
+                  style: str = DEFAULT) -> List[SyntheticFrame]:
     """Generate a short sequence: the rig moves smoothly, frames at ``rate_hz``.
 
     Outdoors the rig drives forward along the street; indoors it walks slowly back and
@@ -154,10 +167,10 @@ def make_sequence(seed: int, n_frames: int, kind: str = 'outdoor', width: int = 
         seed: non-negative integer seed.
         n_frames: number of frames (>= 1).
         kind: 'outdoor' or 'indoor'.
-        width, height, beams, hfov_deg, lidar, lidar_offset, lidar_rpy, shadows: as in
-            ``make_frame``.
+        width, height, beams, hfov_deg, lidar, lidar_offset, lidar_rpy, shadows, style: as
+            in ``make_frame``.
         rate_hz: frame rate, Hz.
         start_stamp: stamp of the first frame, seconds.
     """
     return list(iter_sequence(seed, n_frames, kind, width, height, beams, rate_hz, hfov_deg,
-                              lidar, lidar_offset, lidar_rpy, start_stamp, shadows))
+                              lidar, lidar_offset, lidar_rpy, start_stamp, shadows, style))

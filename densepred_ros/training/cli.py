@@ -10,6 +10,8 @@ Examples:
     densepred train --output runs/normals --space normals --vae runs/depth
     densepred train --output runs/ft --init ~/models/lotus-depth-d-v2-0-disparity \
         --data my_frames/ --space disparity --resolution 384 512 --device cuda
+    densepred train --bag drive1 --init densepred_ros/demo_models/lotus-depth-demo \
+        --output runs/adapted --steps 300 --val-every 50
 """
 
 import argparse
@@ -23,10 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `train` options to a (sub)parser."""
     parser.add_argument('--output', required=True, type=Path,
                         help='checkpoint folder to write (diffusers layout + densepred.json)')
-    parser.add_argument('--space', default='disparity',
-                        choices=SPACES, help='what to predict (log_depth: normalised ln z)')
-    parser.add_argument('--variant', default='d', choices=('g', 'd'),
-                        help='Lotus-G (noise concatenated) or Lotus-D')
+    parser.add_argument('--space', default=None, choices=SPACES,
+                        help='what to predict (log_depth: normalised ln z); default '
+                             "disparity, with --bag the --init checkpoint's")
+    parser.add_argument('--variant', default=None, choices=('g', 'd'),
+                        help='Lotus-G (noise concatenated) or Lotus-D; default d, with --bag '
+                             "the --init checkpoint's")
     parser.add_argument('--data', type=Path, default=None,
                         help='folder of NAME.npz (rgb, depth, normals) or NAME.png with '
                              'NAME_depth.npy / NAME_normals.npy (depth in metres, NaN '
@@ -72,6 +76,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--mixed-precision', default='no', choices=('no', 'bf16', 'fp16'),
+                        help='autocast of the forward pass on a GPU (weights stay float32)')
+    parser.add_argument('--gradient-checkpointing', action='store_true',
+                        help='recompute UNet and VAE-decoder activations (less memory)')
+    add_bag_arguments(parser.add_argument_group(
+        'training from recordings (--bag; see docs/training-from-recordings.md)'))
+
+
+def add_bag_arguments(group) -> None:
+    """Add the `train --bag` options (the input options of `densepred bag` and more)."""
+    group.add_argument('--bag', action='append', default=None, metavar='BAG',
+                       help='rosbag2 recording to learn from (repeatable); needs --init')
+    group.add_argument('--val-bag', action='append', default=None, metavar='BAG',
+                       help='held-out recording(s) for validation (default: the last '
+                            '--val-fraction of each --bag, after a --val-gap)')
+    group.add_argument('--val-fraction', type=float, default=0.2,
+                       help="share of each recording's time span held out (default 0.2)")
+    group.add_argument('--val-gap', type=float, default=5.0,
+                       help='seconds dropped before the held-out part (default 5)')
+    group.add_argument('--image-topic', default=None,
+                       help="Image or CompressedImage topic (default: the bag's only one)")
+    group.add_argument('--camera-info-topic', default=None,
+                       help='CameraInfo topic (default: the one beside the image topic)')
+    group.add_argument('--lidar-topic', default=None,
+                       help="PointCloud2 topic (default: the bag's only one)")
+    group.add_argument('--extrinsic', type=float, nargs=7, default=None,
+                       metavar=('X', 'Y', 'Z', 'QX', 'QY', 'QZ', 'QW'),
+                       help='lidar pose in the camera optical frame, when the bag has no tf '
+                            'chain between them')
+    group.add_argument('--params', default=None,
+                       help="the node's parameter YAML (scan pairing: alignment.*)")
+    group.add_argument('--start', type=float, default=0.0,
+                       help='seconds after the bag start to begin at')
+    group.add_argument('--duration', type=float, default=None, help='seconds to use')
+    group.add_argument('--every', type=int, default=1, help='use every Nth image')
+    group.add_argument('--min-points', type=int, default=50,
+                       help='skip frames with fewer projected lidar points (default 50)')
+    group.add_argument('--train-size', type=int, default=None,
+                       help='longest image side for training and validation, pixels '
+                            "(default: the --init checkpoint's processing resolution)")
+    group.add_argument('--patience', type=int, default=3,
+                       help='stop after this many validations without a 1%% gain (0 = never)')
+    group.add_argument('--mix-synthetic', type=float, default=0.5, metavar='FRACTION',
+                       help='share of generated scenes mixed into the training frames '
+                            '(against forgetting), in [0, 1); default 0.5')
+    group.add_argument('--forgetting-scenes', type=int, default=8,
+                       help='held-out generated scenes scored before and after (0 = skip)')
 
 
 def check_arguments(args: argparse.Namespace):
@@ -86,7 +137,8 @@ def check_arguments(args: argparse.Namespace):
     from densepred_ros.training.dataset import list_frames
     from densepred_ros.training.trainer import TrainConfig
     cfg = TrainConfig(
-        output=args.output, space=args.space, variant=args.variant, data=args.data,
+        output=args.output, space=args.space or 'disparity', variant=args.variant or 'd',
+        data=args.data,
         model_config=args.model_config, init=args.init, vae=args.vae, frames=args.frames,
         cache=args.cache, resolution=tuple(args.resolution) if args.resolution else None,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
@@ -95,7 +147,9 @@ def check_arguments(args: argparse.Namespace):
         vae_lr=args.vae_lr, vae_only=args.vae_only, val_every=args.val_every,
         val_frames=args.val_frames, save_every=args.save_every, resume=args.resume,
         device=args.device, seed=args.seed, threads=args.threads,
-        processing_resolution=args.processing_resolution, progress=not args.no_progress)
+        processing_resolution=args.processing_resolution, progress=not args.no_progress,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing)
     with user_errors(ValueError):
         cfg.check()
     if cfg.resolution is not None:
@@ -122,6 +176,9 @@ def check_arguments(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Run the trainer with parsed arguments; return the exit status."""
     from densepred_ros.training.trainer import train
+    if getattr(args, 'bag', None) or getattr(args, 'val_bag', None):
+        from densepred_ros.training.bag_train import run_bag
+        return run_bag(args)   # bad input raises bag.BagError, a UserError
     cfg = check_arguments(args)
     try:
         path = train(cfg)

@@ -20,12 +20,13 @@ The saved folder is a complete checkpoint in the layout `load_predictor` reads, 
 `training_state.pt` (optimizer, step, clock, RNG) for `--resume` and `training_log.jsonl`.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 import json
 import math
 from pathlib import Path
+import shutil
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from densepred_ros.models.base import DEPTH_SPACES, DISPARITY, NORMALS, PredictorOptions
 from densepred_ros.models.base import SPACES
@@ -47,6 +48,8 @@ VAE_KL_WEIGHT = 1e-6
 WARMUP_STEPS = 100
 FINAL_LR_FRACTION = 0.1
 SPARSE_DIRECT_WEIGHT = 0.1  # see LotusTrainer.sparse_losses
+MIXED_PRECISION = ('no', 'bf16', 'fp16')
+AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 @dataclass
@@ -82,6 +85,15 @@ class TrainConfig:
     threads: int = 2
     processing_resolution: Optional[int] = None
     progress: bool = True
+    # In-memory training data and validation (`densepred train --bag`, see bag_frames).
+    frame_set: Optional[dataset.FrameSet] = field(default=None, repr=False)
+    validator: Optional[Callable[[str], Dict[str, float]]] = field(default=None, repr=False)
+    patience: int = 0
+    min_improvement: float = 0.01
+    record: Optional[Dict[str, Any]] = None
+    mixed_precision: str = 'no'
+    gradient_checkpointing: bool = False
+    warmup_steps: int = WARMUP_STEPS
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid setting."""
@@ -102,12 +114,25 @@ class TrainConfig:
             raise ValueError('time limits must be >= 0 minutes (0 = none)')
         if self.lr <= 0 or self.vae_lr <= 0:
             raise ValueError(f'learning rates must be positive, got {self.lr}, {self.vae_lr}')
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f'mixed_precision must be one of {MIXED_PRECISION}, got '
+                             f'{self.mixed_precision!r}')
+        if self.patience < 0 or not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError('patience must be >= 0 and min_improvement in [0, 1)')
+
+    def loggable(self) -> Dict[str, Any]:
+        """Return the settings as JSON-ready values (without in-memory data)."""
+        skip = ('frame_set', 'validator')
+        return {f.name: (str(v) if isinstance(v, Path) else v)
+                for f in fields(self) if f.name not in skip
+                for v in (getattr(self, f.name),)}
 
 
-def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float) -> float:
-    """Linear warm-up, then a cosine decay to 10% over the step or time budget."""
-    if step < WARMUP_STEPS:
-        return (step + 1) / WARMUP_STEPS
+def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float,
+              warmup: int = WARMUP_STEPS) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 10% over the budget."""
+    if step < warmup:
+        return (step + 1) / warmup
     progress = step / steps
     if time_limit_s > 0:
         progress = max(progress, elapsed / time_limit_s)
@@ -119,7 +144,9 @@ def lr_factor(step: int, steps: int, elapsed: float, time_limit_s: float) -> flo
 
 def load_training_frames(cfg: TrainConfig, height: int, width: int,
                          log: Callable[[str], None]) -> dataset.FrameSet:
-    """Load `cfg.data`, or render (once, cached) `cfg.frames` generated scenes."""
+    """Return `cfg.frame_set`, load `cfg.data`, or render (cached) generated scenes."""
+    if cfg.frame_set is not None:
+        return cfg.frame_set
     if cfg.data is not None:
         files = dataset.list_frames(Path(cfg.data))
         with _bar(cfg, len(files), 'loading frames') as bar:
@@ -298,7 +325,7 @@ class LotusTrainer:
 
     def __init__(self, unet, vae, scheduler, prompt_embeds: torch.Tensor, variant: str,
                  lr: float, device: torch.device, seed: int = 0,
-                 preserver_fraction: float = 0.5) -> None:
+                 preserver_fraction: float = 0.5, mixed_precision: str = 'no') -> None:
         self.unet = unet.to(device).train()
         self.vae = vae.to(device).eval()
         self.vae.requires_grad_(False)
@@ -312,6 +339,10 @@ class LotusTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0
         self.elapsed = 0.0
+        # bf16/fp16 autocast of the forward pass (weights and optimizer stay float32);
+        # fp16 scales the loss against gradient underflow.
+        self.autocast_dtype = AUTOCAST_DTYPES.get(mixed_precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == 'fp16')
 
     def _noised(self, target: torch.Tensor) -> torch.Tensor:
         """Lotus-G's second input: the target noised to t = 999 (DDIM schedule)."""
@@ -398,12 +429,16 @@ class LotusTrainer:
         for group in self.optimizer.param_groups:
             group['lr'] = self.lr * lr_scale
         loss_fn = self.sparse_losses if sparse else self.losses
-        losses = loss_fn(rgb_latent.to(self.device), target.to(self.device),
-                         valid.to(self.device))
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            losses = loss_fn(rgb_latent.to(self.device), target.to(self.device),
+                             valid.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
-        losses['loss'].backward()
+        self.scaler.scale(losses['loss']).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         return {k: v.item() for k, v in losses.items()}
 
@@ -604,7 +639,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if cfg.resume and not resuming and (output / 'vae').is_dir() and cfg.vae is None:
         cfg.vae = str(output)
     model_config = load_model_config(cfg.model_config) if cfg.init is None else None
-    if cfg.resolution is not None:
+    if cfg.frame_set is not None:
+        height, width = cfg.frame_set.rgb.shape[1:3]
+    elif cfg.resolution is not None:
         height, width = cfg.resolution
     elif model_config is not None:
         height, width = config_resolution(model_config)
@@ -651,15 +688,22 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
         raise ValueError(f'{output}: the checkpoint is Lotus-{variant.upper()}, '
                          f'not {cfg.variant.upper()}')
     prompt = encode_empty_prompt(tokenizer, text_encoder)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        vae.enable_gradient_checkpointing()   # the sparse loss backpropagates the decoder
     trainer = LotusTrainer(unet, vae, scheduler, prompt, variant, cfg.lr, device, cfg.seed,
-                           cfg.preserver_fraction)
+                           cfg.preserver_fraction, cfg.mixed_precision)
     if resuming:
         trainer.load_state_dict(torch.load(output / STATE_FILE, weights_only=True))
         log(f'resumed at step {trainer.step}')
 
-    def save() -> Path:
-        return save_checkpoint(output, trainer.unet, vae, text_encoder, tokenizer, scheduler,
-                               variant, cfg.space, processing, trainer.state_dict())
+    def save(path: Path = output, state: bool = True) -> Path:
+        saved = save_checkpoint(path, trainer.unet, vae, text_encoder, tokenizer, scheduler,
+                                variant, cfg.space, processing,
+                                trainer.state_dict() if state else None)
+        if cfg.record is not None:
+            record_adaptation(saved, cfg.record)
+        return saved
 
     def write_log(entry: dict) -> None:
         output.mkdir(parents=True, exist_ok=True)
@@ -686,21 +730,28 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     if cfg.val_frames:
         from densepred_ros.training.evaluate import held_out_frames
         val_frames = held_out_frames(cfg.val_frames, VALIDATION_SEED, 2 * height, 2 * width)
-    write_log({'event': 'start', 'step': trainer.step, 'config': {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}})
+    write_log({'event': 'start', 'step': trainer.step, 'config': cfg.loggable()})
+    tracker = _EarlyStop(cfg, log)
 
-    def validate() -> None:
+    def validate() -> bool:
+        """Validate (and save); return True when training should stop early."""
+        if cfg.validator is not None:
+            return tracker.validate(trainer.step, save, tmp / 'candidate', write_log,
+                                    lambda: trainer.unet.train())
         path = save()
         trainer.unet.train()
         if not val_frames:
-            return
+            return False
         predictor = load_predictor(str(path), PredictorOptions(device=str(device), dtype='fp32'))
         metrics = evaluate(predictor, val_frames)
         predictor.close()
         log(f'step {trainer.step}: validation {format_metrics(metrics)}')
         write_log({'event': 'validation', 'step': trainer.step, 'elapsed': trainer.elapsed,
                    **metrics})
+        return False
 
+    if cfg.validator is not None and not resuming:
+        tracker.before(save, write_log)
     from tqdm import tqdm
     time_limit_s = cfg.time_limit * 60
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=f'UNet ({cfg.space})',
@@ -713,7 +764,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             log(f'time limit of {cfg.time_limit} min reached at step {trainer.step}')
             break
         idx = torch.randint(len(frames), (cfg.batch_size,), generator=trainer.generator)
-        scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s)
+        scale = lr_factor(trainer.step, cfg.steps, trainer.elapsed, time_limit_s,
+                          max(1, cfg.warmup_steps))
         losses = trainer.train_step(rgb_latents[idx], targets[idx], target_valid[idx],
                                     scale, sparse)
         recent = (recent + [losses['annotation']])[-50:]
@@ -723,10 +775,93 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             write_log({'event': 'train', 'step': trainer.step, 'elapsed': trainer.elapsed,
                        'lr': cfg.lr * scale, **losses})
         if cfg.val_every and trainer.step % cfg.val_every == 0:
-            validate()
-        elif cfg.save_every and trainer.step % cfg.save_every == 0:
-            save()
+            if validate():
+                break
+        elif cfg.save_every and trainer.step % cfg.save_every == 0 and cfg.validator is None:
+            save()   # with a validator the output holds the best weights only
     bar.close()
     if not (cfg.val_every and trainer.step % cfg.val_every == 0 and trainer.step):
         validate()
+    if cfg.validator is not None:
+        tracker.finish(output)
+    shutil.rmtree(tmp, ignore_errors=True)
     return output
+
+
+def record_adaptation(path: Path, record: Dict[str, Any]) -> None:
+    """Add ``record`` to the checkpoint's densepred.json under 'adapted_on'."""
+    from densepred_ros.models.loading import DENSEPRED_CONFIG, read_json
+    config_path = Path(path) / DENSEPRED_CONFIG
+    config = read_json(config_path)
+    config['adapted_on'] = record
+    config_path.write_text(json.dumps(config, indent=2) + '\n')
+
+
+class _EarlyStop:
+    """Validation by `cfg.validator`, keeping the best checkpoint in the output folder.
+
+    The initial weights are scored (and saved) first; each later validation scores a
+    candidate saved aside and replaces the output only when its AbsRel is lower by more
+    than `cfg.min_improvement` (relative); after `cfg.patience` validations without that,
+    training stops. `cfg.record['validation']` gets the before, best and history figures.
+    """
+
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.best: Optional[Dict[str, float]] = None
+        self.best_step = 0
+        self.misses = 0
+        self.history = []
+
+    def _note(self, step: int, metrics: Dict[str, float], write_log: Callable) -> None:
+        self.history.append({'step': step, 'abs_rel': metrics['abs_rel'],
+                             'delta1': metrics['delta1']})
+        write_log({'event': 'validation', 'step': step, **metrics})
+        self._update_record()
+
+    def _update_record(self) -> None:
+        if self.cfg.record is None:
+            return
+        validation = self.cfg.record.setdefault('validation', {})
+        validation.update(best_step=self.best_step, history=self.history,
+                          after={k: self.best[k] for k in ('abs_rel', 'delta1', 'n')})
+
+    def before(self, save: Callable, write_log: Callable) -> None:
+        path = save()
+        metrics = self.cfg.validator(str(path))
+        self.best = metrics
+        if self.cfg.record is not None:
+            self.cfg.record.setdefault('validation', {})['before'] = {
+                k: metrics[k] for k in ('abs_rel', 'delta1', 'n')}
+        self._note(0, metrics, write_log)
+        self.log(f'step 0 (initial weights): held-out AbsRel {metrics["abs_rel"]:.4f} '
+                 f'δ1 {metrics["delta1"]:.4f} over {int(metrics["n"])} frames')
+        save()   # with the record
+
+    def validate(self, step: int, save: Callable, candidate: Path, write_log: Callable,
+                 resume_training: Callable) -> bool:
+        path = save(candidate, state=False)
+        metrics = self.cfg.validator(str(path))
+        resume_training()
+        improved = (self.best is None or metrics['abs_rel']
+                    < self.best['abs_rel'] * (1.0 - self.cfg.min_improvement))
+        if improved:
+            self.best, self.best_step, self.misses = metrics, step, 0
+        else:
+            self.misses += 1
+        self._note(step, metrics, write_log)
+        if improved:
+            save()
+        self.log(f'step {step}: held-out AbsRel {metrics["abs_rel"]:.4f} δ1 '
+                 f'{metrics["delta1"]:.4f}' + (' (best)' if improved else
+                                               f' (no gain {self.misses}/{self.cfg.patience})'))
+        if self.cfg.patience and self.misses >= self.cfg.patience:
+            self.log(f'early stop at step {step}: the best stays step {self.best_step}')
+            return True
+        return False
+
+    def finish(self, output: Path) -> None:
+        """Write the final record into the kept (best) checkpoint."""
+        if self.cfg.record is not None:
+            record_adaptation(output, self.cfg.record)
