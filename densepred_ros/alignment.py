@@ -841,7 +841,7 @@ def _node_noise(uv: np.ndarray, e: np.ndarray, weight: np.ndarray, corners: np.n
 
 def _footprint(r: np.ndarray, rel: np.ndarray, uv: np.ndarray, space: str, s: float,
                t: float) -> Tuple[np.ndarray, np.ndarray]:
-    """What each point's sub-pixel position can explain of its model-space residual r.
+    """Return what each point's sub-pixel position can explain of its model-space residual.
 
     A point was rounded to the nearest pixel centre, so its true position is known only to
     ±½ pixel. On each axis the global fit's inverse depth q (affine in the pixels on every
