@@ -22,8 +22,10 @@ grid of nodes (one per `correction_cell` pixels): a data term at nodes near the 
 smoothness term between neighbouring nodes that is cut where the prediction itself has a
 depth edge, and a weak pull towards zero so that the correction fades back to the global
 fit away from the points (outside the lidar's field of view). Points are weighted robustly
-(Tukey biweight against the local field), and the grid is interpolated to pixels with
-weights that again respect the prediction's edges. Measurements: docs/local-correction.md.
+(Tukey biweight against the local field); the field is kept only where it exceeds its
+uncertainty (the lidar noise, estimated from neighbouring returns along a beam, and the
+rounding of each return to a pixel); the grid is interpolated to pixels with weights that
+again respect the prediction's edges. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
