@@ -37,7 +37,7 @@ carries smoothed anchors; each frame maps them back to an (s, t) for its own per
 from dataclasses import dataclass, replace
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from densepred_ros.spaces import DEPTH, DEPTH_SPACES as SPACES, DISPARITY, LOG_DEPTH
 import numpy as np
@@ -810,8 +810,8 @@ def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: 
 
 
 def _node_noise(uv: np.ndarray, e: np.ndarray, weight: np.ndarray, corners: np.ndarray,
-                link: np.ndarray, nodes: int, width: int, fallback: float,
-                gap: int = 8) -> np.ndarray:
+                link: np.ndarray, nodes: int, width: int,
+                fallback: Callable[[], float], gap: int = 8) -> np.ndarray:
     """Noise σ of the points near each node (relative depth), from neighbours along a beam.
 
     uv: N×2 pixels, e: N relative residuals, weight: N robust weights (0 = outlier);
@@ -819,15 +819,15 @@ def _node_noise(uv: np.ndarray, e: np.ndarray, weight: np.ndarray, corners: np.n
     image row at most `gap` pixels apart are neighbours on a scan line; half the squared
     difference of their residuals estimates the noise variance there (a smooth error
     cancels in the difference). A node averages the estimates of its linked points, shrunk
-    towards the frame's robust estimate (or `fallback` σ when fewer than 8 pairs exist, e.g.
-    scattered points) with the weight of one point. Returns `nodes` values ≥ 0.
+    towards the frame's robust estimate (or the σ `fallback()` returns when fewer than 8
+    pairs exist, e.g. scattered points) with the weight of one point. Returns `nodes` values ≥ 0.
     """
     order = np.argsort(uv[:, 1].astype(np.int64) * width + uv[:, 0], kind='stable')
     uo, vo, eo, wo = uv[order, 0], uv[order, 1], e[order], weight[order]
     pair = (vo[1:] == vo[:-1]) & (uo[1:] - uo[:-1] <= gap) & (wo[1:] > 0.0) & (wo[:-1] > 0.0)
     diff = (eo[1:] - eo[:-1])[pair]
     if diff.size < 8:
-        return np.full(nodes, fallback)
+        return np.full(nodes, fallback())
     frame = (1.4826 * float(np.median(np.abs(diff)))) ** 2 / 2.0 + 1e-12
     half = np.minimum(diff * diff / 2.0, 25.0 * frame)
     idx = np.nonzero(pair)[0]
@@ -965,7 +965,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     # A non-negative garrote, c·(1 − (band/c)²) for |c| > band, else 0: noise and
     # rounding alone correct nothing, a large correction keeps nearly all of its size.
     sigma = _node_noise(uv[use], r * per_unit, weight, corners, link, nodes, w,
-                        robust_sigma(misfit(c)[weight > 0.0]))
+                        lambda: robust_sigma(misfit(c)[weight > 0.0]))
     lw = link * weight[:, None]
     rounding = np.bincount(corners.ravel(), (lw * (own * per_unit)[:, None]).ravel(), nodes) \
         / np.maximum(np.bincount(corners.ravel(), lw.ravel(), nodes), 1e-12)

@@ -306,7 +306,7 @@ def test_node_noise_estimates_the_noise_and_ignores_a_smooth_field():
     link = np.zeros((u.size, 4))
     link[:, 0] = 1.0
     est = _node_noise(np.stack([u, v], 1), e, np.ones(u.size), corners, link, nodes, width,
-                      fallback=1.0)
+                      fallback=lambda: 1.0)
     assert est.shape == (nodes,)
     assert 0.8 * sigma < est[0] < 1.2 * sigma, est  # the smooth part cancels
     assert np.std(e) > 4 * sigma  # a plain spread would be far off
@@ -314,7 +314,7 @@ def test_node_noise_estimates_the_noise_and_ignores_a_smooth_field():
     assert 0.8 * sigma < est[1] < 1.2 * sigma
     # Scattered points with no neighbours on a row: the fallback.
     lone = _node_noise(np.stack([np.arange(5) * 20, np.arange(5)], 1), e[:5], np.ones(5),
-                       corners[:5], link[:5], nodes, width, fallback=0.3)
+                       corners[:5], link[:5], nodes, width, fallback=lambda: 0.3)
     np.testing.assert_array_equal(lone, np.full(nodes, 0.3))
 
 
