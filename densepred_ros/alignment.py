@@ -22,8 +22,10 @@ grid of nodes (one per `correction_cell` pixels): a data term at nodes near the 
 smoothness term between neighbouring nodes that is cut where the prediction itself has a
 depth edge, and a weak pull towards zero so that the correction fades back to the global
 fit away from the points (outside the lidar's field of view). Points are weighted robustly
-(Tukey biweight against the local field), and the grid is interpolated to pixels with
-weights that again respect the prediction's edges. Measurements: docs/local-correction.md.
+(Tukey biweight against the local field); the field is kept only where it exceeds its
+uncertainty (the lidar noise, estimated from neighbouring returns along a beam, and the
+rounding of each return to a pixel); the grid is interpolated to pixels with weights that
+again respect the prediction's edges. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
@@ -35,7 +37,7 @@ carries smoothed anchors; each frame maps them back to an (s, t) for its own per
 from dataclasses import dataclass, replace
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from densepred_ros.spaces import DEPTH, DEPTH_SPACES as SPACES, DISPARITY, LOG_DEPTH
 import numpy as np
@@ -108,8 +110,10 @@ class AlignmentConfig:
             biweight) get no weight.
         correction_max: largest relative change of depth the correction may apply at a
             pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
-        correction_deadband: the correction is shrunk towards zero by this many robust σ
-            of the points' misfit to it (their noise), so that noise alone corrects nothing.
+        correction_deadband: significance of the correction: at each node it is shrunk
+            (non-negative garrote) by this many standard errors of the local lidar noise
+            (estimated from neighbouring points along a beam), so noise alone corrects
+            nothing.
     """
 
     min_points: int = 30
@@ -139,7 +143,7 @@ class AlignmentConfig:
     correction_edge: float = 0.1
     correction_outlier: float = 0.5
     correction_max: float = 0.5
-    correction_deadband: float = 1.0
+    correction_deadband: float = 2.0
 
     def __post_init__(self) -> None:
         """Check every parameter's range (ValueError naming the parameter)."""
@@ -805,6 +809,82 @@ def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: 
     return x
 
 
+def _node_noise(uv: np.ndarray, e: np.ndarray, weight: np.ndarray, corners: np.ndarray,
+                link: np.ndarray, nodes: int, width: int,
+                fallback: Callable[[], float], gap: int = 8) -> np.ndarray:
+    """Noise σ of the points near each node (relative depth), from neighbours along a beam.
+
+    uv: N×2 pixels, e: N relative residuals, weight: N robust weights (0 = outlier);
+    corners, link: N×4 nodes of each point and their weights. Consecutive points on one
+    image row at most `gap` pixels apart are neighbours on a scan line; half the squared
+    difference of their residuals estimates the noise variance there (a smooth error
+    cancels in the difference). A node averages the estimates of its linked points, shrunk
+    towards the frame's robust estimate (or the σ `fallback()` returns when fewer than 8
+    pairs exist, e.g. scattered points) with the weight of one point. Returns `nodes` values ≥ 0.
+    """
+    order = np.argsort(uv[:, 1].astype(np.int64) * width + uv[:, 0], kind='stable')
+    uo, vo, eo, wo = uv[order, 0], uv[order, 1], e[order], weight[order]
+    pair = (vo[1:] == vo[:-1]) & (uo[1:] - uo[:-1] <= gap) & (wo[1:] > 0.0) & (wo[:-1] > 0.0)
+    diff = (eo[1:] - eo[:-1])[pair]
+    if diff.size < 8:
+        return np.full(nodes, fallback())
+    frame = (1.4826 * float(np.median(np.abs(diff)))) ** 2 / 2.0 + 1e-12
+    half = np.minimum(diff * diff / 2.0, 25.0 * frame)
+    idx = np.nonzero(pair)[0]
+    ends = np.concatenate([order[idx], order[idx + 1]])
+    var = np.bincount(ends, np.concatenate([half, half]), e.size)
+    cnt = np.bincount(ends, None, e.size)
+    lw = link * (cnt > 0)[:, None]
+    num = np.bincount(corners.ravel(), (lw * (var / np.maximum(cnt, 1.0))[:, None]).ravel(),
+                      nodes)
+    den = np.bincount(corners.ravel(), lw.ravel(), nodes)
+    return np.sqrt((num + frame) / (den + 1.0))
+
+
+def _footprint(r: np.ndarray, rel: np.ndarray, uv: np.ndarray, space: str, s: float,
+               t: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Return what each point's sub-pixel position can explain of its model-space residual.
+
+    A point was rounded to the nearest pixel centre, so its true position is known only to
+    ±½ pixel. On each axis the global fit's inverse depth q (affine in the pixels on every
+    plane) changes over that footprint by half the smaller one-pixel step to either side
+    (the surface's own slope) or by half the larger one (next to a depth edge: the other
+    surface's). Returns, per point, the half-width of the first interval in the model's
+    space (the residual rounding alone can cause; it does not average out along a beam,
+    where neighbouring points share it) and whether the point is usable: a residual
+    explained only by the second interval may come from the surface beyond the edge.
+    NaN slopes count as 0.
+    """
+    h, w = rel.shape
+    u, v = uv[:, 0], uv[:, 1]
+
+    def q_at(vv, uu):
+        return _inverse_depth(space, s * rel[vv, uu].astype(np.float64) + t)
+    q = q_at(v, u)
+    own = np.zeros(r.shape, np.float64)
+    other = np.zeros(r.shape, np.float64)
+    with np.errstate(invalid='ignore'):
+        for du, dv in ((1, 0), (0, 1)):
+            fwd = np.abs(q_at(np.minimum(v + dv, h - 1), np.minimum(u + du, w - 1)) - q)
+            back = np.abs(q - q_at(np.maximum(v - dv, 0), np.maximum(u - du, 0)))
+            for total, step in ((own, np.fmin(fwd, back)), (other, np.fmax(fwd, back))):
+                total += 0.5 * np.where(np.isfinite(step), step, 0.0)
+
+    def half_width(delta):
+        with np.errstate(divide='ignore', invalid='ignore'):
+            lo = np.maximum(q - delta, 1e-12)
+            if space == LOG_DEPTH:
+                half = 0.5 * np.log((q + delta) / lo)
+            elif space == DEPTH:
+                half = 0.5 * (1.0 / lo - 1.0 / (q + delta))
+            else:
+                half = delta
+        return np.where(np.isfinite(half), half, 0.0)
+    own, other = half_width(own), half_width(other)
+    size = np.abs(r)
+    return own, (size <= own) | (size > other)
+
+
 def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.ndarray,
                       d: np.ndarray, y: np.ndarray, cfg: AlignmentConfig) -> _Local:
     """Spread the points' model-space residuals y − (s·d + t) over the image (module doc).
@@ -818,6 +898,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     g = _grid(h, w, cell)
     y_hat = s * d + t
     r = y - y_hat
+    own, clear = _footprint(r, rel, uv, space, s, t)
     if space == LOG_DEPTH:
         per_unit = np.ones_like(r)  # relative depth error per model-space unit
         limit = math.log1p(cfg.correction_outlier)
@@ -826,7 +907,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
         per_unit = 1.0 / np.maximum(np.abs(y_hat), floor)
         limit = cfg.correction_outlier
     rel_err = r * per_unit
-    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit)
+    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit) & clear
 
     # Guide: inverse depth of the global fit at the nodes; couplings between nodes.
     floor, edge = 1.0 / cfg.far_limit, cfg.correction_edge
@@ -840,7 +921,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
 
     # Each point feeds its four surrounding nodes: bilinear weight × similarity.
     u, v = uv[use, 0], uv[use, 1]
-    r, y_hat, per_unit = r[use], y_hat[use], per_unit[use]
+    r, y_hat, per_unit, own = r[use], y_hat[use], per_unit[use], own[use]
     i0, j0, fy, fx = g.i0[v], g.j0[u], g.fy[v].astype(np.float64), g.fx[u].astype(np.float64)
     corners = np.stack([i0 * g.gw + j0, i0 * g.gw + j0 + 1,
                         (i0 + 1) * g.gw + j0, (i0 + 1) * g.gw + j0 + 1], axis=1)
@@ -877,15 +958,24 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
     sol, mass = solve(weight, smooth, True)
     c, conf = sol[0], sol[1]
-    # Dead band: the correction is shrunk by deadband × its standard error at the node
-    # (noise σ of the points / √(point weight near the node)), so noise alone corrects
-    # nothing.
-    miss = misfit(c)[weight > 0.0]
-    band = cfg.correction_deadband * robust_sigma(miss) / np.sqrt(1.0 + mass)
+    # Significance: the field is shrunk where it is not clearly larger than its
+    # uncertainty at the node: the standard error of the lidar noise (its local σ, from
+    # neighbours along a beam, / √(point weight near the node)) combined with the points'
+    # rounding to pixels (their mean footprint half-width, which does not average out).
+    # A non-negative garrote, c·(1 − (band/c)²) for |c| > band, else 0: noise and
+    # rounding alone correct nothing, a large correction keeps nearly all of its size.
+    sigma = _node_noise(uv[use], r * per_unit, weight, corners, link, nodes, w,
+                        lambda: robust_sigma(misfit(c)[weight > 0.0]))
+    lw = link * weight[:, None]
+    rounding = np.bincount(corners.ravel(), (lw * (own * per_unit)[:, None]).ravel(), nodes) \
+        / np.maximum(np.bincount(corners.ravel(), lw.ravel(), nodes), 1e-12)
+    band = cfg.correction_deadband * np.hypot(sigma / np.sqrt(1.0 + mass.ravel()), rounding)
+    band = band.reshape(mass.shape)
     if space != LOG_DEPTH:
         band = band * np.maximum(np.abs(node_y), 1.0 / cfg.far_limit if space == DISPARITY
                                  else cfg.near_limit)
-    c = np.sign(c) * np.maximum(np.abs(c) - band, 0.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        c = np.where(np.abs(c) > band, c * (1.0 - (band / c) ** 2), 0.0)
 
     # Bound the change of depth at the nodes; nodes on unknown pixels get none.
     m = cfg.correction_max

@@ -23,10 +23,12 @@ value range) and renormalised to [0, 1] (an unknown affine map). For lidar datas
 predictions this "prediction" exists only at the lidar pixels.
 
 Printed per frame: points used, inliers, AbsRel, δ1, RMSE (m) and coverage of the aligned
-depth, and AbsRel and δ1 of the oracle fit (plain least squares in the model's space on all
-evaluation pixels, the protocol of the Marigold/Lotus evaluations: an upper bound); then
-the means over the frames whose alignment succeeded. The metrics, the oracle fit and the
-rule for NaN, +inf and the far limit (`--max-depth`) are those of `densepred_ros.metrics`.
+depth, AbsRel and δ1 of the oracle fit (plain least squares in the model's space on all
+evaluation pixels, the protocol of the Marigold/Lotus evaluations: an upper bound), and
+AbsRel and δ1 of the no-model baseline (`lidar_only_depth`: the points given to the fit,
+interpolated alone); then the means over the frames whose alignment succeeded. The
+metrics, the oracle fit and the rule for NaN, +inf and the far limit (`--max-depth`) are
+those of `densepred_ros.metrics`.
 
 Bad input (`densepred_ros.cli_errors`): a file that cannot be read or parsed (a corrupt PNG
 or .npy, a calib.json or intrinsics.json that is not valid JSON or lacks a key, a scan of
@@ -53,6 +55,7 @@ from densepred_ros.camera import CameraModel, project_points, transform_points
 from densepred_ros.cli_errors import os_error, user_errors, UserError
 from densepred_ros.metrics import depth_metrics, mean_over_frames, oracle_depth
 import numpy as np
+from scipy import interpolate, spatial
 
 COMMAND = 'evaluate-alignment'
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
@@ -85,6 +88,8 @@ class _Row:
     coverage: float
     oracle_abs_rel: float
     oracle_delta1: float
+    lidar_abs_rel: float
+    lidar_delta1: float
     status: str
 
 
@@ -139,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     config = AlignmentConfig(far_limit=args.max_depth, correction=args.correction)
     header = (f'{"frame":<28} {"input":<10} {"points":>7} {"inliers":>7} {"AbsRel":>8} '
               f'{"delta1":>7} {"RMSE m":>7} {"cover":>6} {"oracle AbsRel":>14} '
-              f'{"oracle delta1":>14}  status')
+              f'{"oracle delta1":>14} {"lidar AbsRel":>13} {"lidar delta1":>13}  status')
     print(f'space: {args.space}; relative input: '
           f'{args.predictions if args.predictions else "perturbed ground truth"}')
     print(header)
@@ -159,12 +164,14 @@ def run(args: argparse.Namespace) -> int:
                 reported.add(line)
                 print(line, file=sys.stderr, flush=True)
             row = _Row(f'{frame.dataset}/{frame.name}', '-', 0, 0, math.nan, math.nan,
-                       math.nan, 0.0, math.nan, math.nan, f'skipped: {exc.what}')
+                       math.nan, 0.0, math.nan, math.nan, math.nan, math.nan,
+                       f'skipped: {exc.what}')
         rows.append(row)
         print(_format(row), flush=True)
     good = [r for r in rows if r.status == 'ok']
     if good:
-        keys = ('abs_rel', 'delta1', 'rmse', 'coverage', 'oracle_abs_rel', 'oracle_delta1')
+        keys = ('abs_rel', 'delta1', 'rmse', 'coverage', 'oracle_abs_rel', 'oracle_delta1',
+                'lidar_abs_rel', 'lidar_delta1')
         mean = mean_over_frames({key: getattr(r, key) for key in keys} for r in good)
         print(_format(_Row(f'mean ({len(good)}/{len(rows)} ok)', '', 0, 0, **mean,
                            status=''), counts=False))
@@ -180,7 +187,8 @@ def _format(row: _Row, counts: bool = True) -> str:
     n = f'{row.n_points:>7} {row.n_inliers:>7}' if counts else ' ' * 15
     return (f'{row.label:<28} {row.source:<10} {n} {row.abs_rel:>8.4f} {row.delta1:>7.4f} '
             f'{row.rmse:>7.3f} {row.coverage:>6.3f} {row.oracle_abs_rel:>14.4f} '
-            f'{row.oracle_delta1:>14.4f}  {row.status}')
+            f'{row.oracle_delta1:>14.4f} {row.lidar_abs_rel:>13.4f} {row.lidar_delta1:>13.4f}  '
+            f'{row.status}')
 
 
 def discover(data: Path) -> List[_Frame]:
@@ -269,14 +277,41 @@ def evaluate_frame(frame: _Frame, args: argparse.Namespace, config: AlignmentCon
     result = align(relative, args.space, uv_fit, z_fit, config=config)
     oracle = depth_metrics(oracle_depth(gt_pick(relative), args.space, gt_z, args.max_depth),
                            gt_z, args.max_depth)
+    lidar = depth_metrics(gt_pick(lidar_only_depth(uv_fit, z_fit, relative.shape)), gt_z,
+                          args.max_depth)
+    reference = (oracle['abs_rel'], oracle['delta1'], lidar['abs_rel'], lidar['delta1'])
     if not result.ok:
         return _Row(label, source, result.n_points, result.n_inliers, math.nan, math.nan,
-                    math.nan, 0.0, oracle['abs_rel'], oracle['delta1'],
-                    f'failed: {result.reason}')
+                    math.nan, 0.0, *reference, f'failed: {result.reason}')
     aligned = depth_metrics(gt_pick(result.depth), gt_z, args.max_depth)
     return _Row(label, source, result.n_points, result.n_inliers, aligned['abs_rel'],
-                aligned['delta1'], aligned['rmse'], aligned['coverage'], oracle['abs_rel'],
-                oracle['delta1'], 'ok')
+                aligned['delta1'], aligned['rmse'], aligned['coverage'], *reference, 'ok')
+
+
+def lidar_only_depth(uv: np.ndarray, z: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """No-model baseline: the sparse depths alone, interpolated over the image.
+
+    uv: N×2 integer pixels (u, v), z: N depths in metres; shape: (H, W). Returns an H×W
+    float32 depth image (m): scipy's linear `griddata` (Delaunay) inside the points' hull,
+    the nearest point's depth outside it (and everywhere when the points are fewer than 3
+    or collinear); NaN when there is no point with a finite depth > 0.
+    """
+    height, width = shape
+    ok = np.isfinite(z) & (z > 0.0)
+    if not ok.any():
+        return np.full(shape, np.nan, np.float32)
+    # Duplicate pixels: their mean depth, so Delaunay sees each site once.
+    flat = uv[ok, 1].astype(np.int64) * width + uv[ok, 0]
+    sites, inverse = np.unique(flat, return_inverse=True)
+    depth = np.bincount(inverse, z[ok]) / np.bincount(inverse)
+    xy = np.stack(np.divmod(sites, width), axis=1).astype(np.float64)
+    grid = tuple(np.mgrid[0:height, 0:width])
+    near = interpolate.griddata(xy, depth, grid, method='nearest')
+    try:
+        lin = interpolate.griddata(xy, depth, grid, method='linear')
+    except (ValueError, spatial.QhullError):  # fewer than 3 sites, or all on a line
+        return near.astype(np.float32)
+    return np.where(np.isfinite(lin), lin, near).astype(np.float32)
 
 
 def _smooth_field(height: int, width: int, rng: np.random.Generator) -> np.ndarray:

@@ -108,12 +108,15 @@ def score(depth, gt) -> Dict[str, float]:
 
 
 def table(title: str, rows: Dict[str, List[Dict[str, float]]]) -> None:
-    """Print mean AbsRel and δ1 per method."""
+    """Print mean AbsRel and δ1 per method, and AbsRel relative to the first row."""
     print(f'\n{title}')
-    print(f'{"method":<12} {"AbsRel":>8} {"delta1":>8}')
+    print(f'{"method":<12} {"AbsRel":>8} {"delta1":>8} {"ratio":>7}')
+    ref = np.mean([s['abs_rel'] for s in next(iter(rows.values()))])
     for name, scores in rows.items():
-        print(f'{name:<12} {np.mean([s["abs_rel"] for s in scores]):>8.4f} '
-              f'{np.mean([s["delta1"] for s in scores]):>8.4f}')
+        abs_rel = np.mean([s['abs_rel'] for s in scores])
+        ratio = abs_rel / ref if ref > 0 else float('nan')
+        print(f'{name:<12} {abs_rel:>8.5f} {np.mean([s["delta1"] for s in scores]):>8.4f} '
+              f'{ratio:>7.3f}')
 
 
 def section_model(args) -> None:
@@ -124,7 +127,7 @@ def section_model(args) -> None:
     for beams in (16, 32):
         rows: Dict[str, List] = {}
         for i in range(args.scenes):
-            frame = make_frame(HELD_OUT_SEED + i, kind=('indoor', 'outdoor')[i % 2],
+            frame = make_frame(args.first_seed + i, kind=('indoor', 'outdoor')[i % 2],
                                width=args.width, height=args.height, beams=beams)
             rel = predictor.predict(frame.rgb).values.astype(np.float32)
             uv, z = lidar(frame)
@@ -182,7 +185,7 @@ def section_field(args, blobs=True) -> None:
             rows: Dict[str, List] = {}
             for i in range(args.scenes):
                 rng = np.random.default_rng(i)
-                frame = make_frame(HELD_OUT_SEED + i, kind=('indoor', 'outdoor')[i % 2],
+                frame = make_frame(args.first_seed + i, kind=('indoor', 'outdoor')[i % 2],
                                    width=args.width, height=args.height, beams=beams)
                 gt = frame.depth
                 if blobs:
@@ -194,8 +197,9 @@ def section_field(args, blobs=True) -> None:
                     factor = np.ones(gt.shape)
                 rel = _relative_from(gt, space, factor)
                 uv, z = lidar(frame)
-                rows.setdefault('best global', []).append(
-                    score(_best_global(rel, space, gt, ~blob), gt))
+                if blobs:
+                    rows.setdefault('best global', []).append(
+                        score(_best_global(rel, space, gt, ~blob), gt))
                 for name, fn in methods(blobs).items():
                     rows.setdefault(name, []).append(score(fn(rel, space, uv, z), gt))
                 rows.setdefault('lidar only', []).append(score(baseline(uv, z, gt.shape), gt))
@@ -244,7 +248,7 @@ def section_edges(args) -> None:
     """Flying pixels of a predicted depth that blurs depth edges, with and without the filter."""
     totals = np.zeros(4)
     for i in range(args.scenes):
-        frame = make_frame(HELD_OUT_SEED + i, kind=('indoor', 'outdoor')[i % 2],
+        frame = make_frame(args.first_seed + i, kind=('indoor', 'outdoor')[i % 2],
                            width=args.width, height=args.height, beams=0)
         gt = frame.depth.astype(np.float64)
         far = np.where(np.isfinite(gt), gt, 150.0)
@@ -310,6 +314,8 @@ def main() -> int:
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--height', type=int, default=240)
     parser.add_argument('--repeat', type=int, default=15)
+    parser.add_argument('--first-seed', type=int, default=HELD_OUT_SEED,
+                        help='seed of the first generated frame (default: the held-out seeds)')
     parser.add_argument('--model', default='densepred_ros/demo_models/lotus-depth-demo')
     parser.add_argument('--sections', default=','.join(SECTIONS))
     args = parser.parse_args()

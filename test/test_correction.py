@@ -1,6 +1,7 @@
 """Local lidar correction after the global fit, the depth-edge filter and their parameters."""
 
-from densepred_ros.alignment import _solve_grid, align, AlignmentConfig, TemporalAligner
+from densepred_ros.alignment import (_footprint, _node_noise, _solve_grid, align,
+                                     AlignmentConfig, TemporalAligner)
 from densepred_ros.geometry import depth_edge_mask
 from densepred_ros.params import ConfigError, NodeConfig
 import numpy as np
@@ -239,3 +240,93 @@ def test_grid_solver_matches_scipy_sparse_direct_solve():
     expected = spsolve(matrix.tocsr(), rhs.ravel()).reshape(gh, gw)
     got = _solve_grid(alpha, rhs[None], w_rows, w_cols, smooth, pull, tol=1e-10)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+
+
+def _continuous_scene(u, v):
+    """Depth (m) of `_scene` at continuous pixel positions (floor, backdrop, box)."""
+    z = np.minimum(np.where(v > 40, 900.0 / np.maximum(v - 40, 1e-3), 30.0), 30.0)
+    box = (u > 50) & (u < 100) & (v > 25) & (v < 80)
+    return np.where(box, 6.0, z)
+
+
+def _scan(noise, seed=0, height=120, width=160):
+    """Beam-like points: rows of returns at sub-pixel positions, rounded to pixels.
+
+    Returns pixels (N×2) and depths with relative Gaussian range noise `noise`: their
+    error against the pixel centres is correlated along each row (the rounding).
+    """
+    rng = np.random.default_rng(seed)
+    uu, vv = [], []
+    for row in np.arange(3.3, height - 5, 7.7):
+        u = np.arange(0.2, width - 1, 1.3) + rng.uniform(0, 0.5)
+        v = row + 0.02 * u  # a slightly tilted beam
+        uu.append(u)
+        vv.append(v)
+    u, v = np.concatenate(uu), np.concatenate(vv)
+    z = _continuous_scene(u, v) * (1.0 + noise * rng.standard_normal(u.size))
+    uv = np.stack([np.rint(u), np.rint(v)], 1).astype(np.int32)
+    return uv, z.astype(np.float32)
+
+
+@pytest.mark.parametrize('space', SPACES)
+def test_no_harm_from_pixel_rounding_and_range_noise(space):
+    # An exact relative map and a beam-like scan whose only errors are the rounding of each
+    # return to a pixel (correlated along a beam) and 0.3 % range noise: the correction
+    # must not follow them (within 5 % of the global fit's AbsRel).
+    z = _scene()
+    relative = _relative(z, space)
+    uv, zs = _scan(0.003)
+    flat = align(relative, space, uv, zs, config=GLOBAL)
+    local = align(relative, space, uv, zs, config=LOCAL)
+    assert flat.ok and local.ok and local.correction == 'local'
+    assert _abs_rel(local.depth, z) <= 1.05 * _abs_rel(flat.depth, z), \
+        (_abs_rel(local.depth, z), _abs_rel(flat.depth, z))
+
+
+@pytest.mark.parametrize('space', SPACES)
+def test_a_smooth_error_is_still_recovered_from_a_rounded_noisy_scan(space):
+    z = _scene()
+    relative = _relative(z, space, _smooth(z.shape))
+    uv, zs = _scan(0.003)
+    flat = align(relative, space, uv, zs, config=GLOBAL)
+    local = align(relative, space, uv, zs, config=LOCAL)
+    assert _abs_rel(local.depth, z) < 0.5 * _abs_rel(flat.depth, z), \
+        (_abs_rel(local.depth, z), _abs_rel(flat.depth, z))
+
+
+def test_node_noise_estimates_the_noise_and_ignores_a_smooth_field():
+    rng = np.random.default_rng(4)
+    width, nodes = 200, 4
+    u = np.tile(np.arange(0, width, 2), 20)
+    v = np.repeat(np.arange(0, 100, 5), width // 2)
+    sigma = 0.01
+    smooth = 0.1 * np.sin(u / 100.0) + 0.1 * v / 100.0  # much larger than the noise
+    e = smooth + sigma * rng.standard_normal(u.size)
+    corners = np.zeros((u.size, 4), np.intp)  # every point feeds node 0 only
+    link = np.zeros((u.size, 4))
+    link[:, 0] = 1.0
+    est = _node_noise(np.stack([u, v], 1), e, np.ones(u.size), corners, link, nodes, width,
+                      fallback=lambda: 1.0)
+    assert est.shape == (nodes,)
+    assert 0.8 * sigma < est[0] < 1.2 * sigma, est  # the smooth part cancels
+    assert np.std(e) > 4 * sigma  # a plain spread would be far off
+    # Nodes without points fall back to the frame's estimate, not to `fallback`.
+    assert 0.8 * sigma < est[1] < 1.2 * sigma
+    # Scattered points with no neighbours on a row: the fallback.
+    lone = _node_noise(np.stack([np.arange(5) * 20, np.arange(5)], 1), e[:5], np.ones(5),
+                       corners[:5], link[:5], nodes, width, fallback=lambda: 0.3)
+    np.testing.assert_array_equal(lone, np.full(nodes, 0.3))
+
+
+def test_footprint_half_width_on_a_plane_and_at_an_edge():
+    h, w = 20, 40
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    q = 0.1 + 0.002 * u + 0.003 * v  # inverse depth of a plane: affine in the pixels
+    q[:, 25:] += 0.2  # a nearer surface right of column 25
+    uv = np.array([[10, 10], [24, 10], [25, 10], [24, 10]])
+    r = np.array([0.0, 0.0, 0.0, 0.05])
+    own, usable = _footprint(r, q.astype(np.float32), uv, 'disparity', 1.0, 0.0)
+    # Half a pixel's change on each axis; next to the edge the surface's own slope.
+    np.testing.assert_allclose(own, 0.5 * (0.002 + 0.003), rtol=1e-4)
+    # A residual explained only by the surface beyond the edge: the point is not used.
+    assert usable.tolist() == [True, True, True, False]

@@ -64,11 +64,12 @@ def _run(argv, capsys):
     rows = {}
     for line in out.splitlines():
         parts = line.split()
-        if parts and '/' in parts[0] and len(parts) >= 11:
+        if parts and '/' in parts[0] and len(parts) >= 13:
             rows[parts[0]] = {'points': int(parts[2]), 'abs_rel': float(parts[4]),
                               'delta1': float(parts[5]), 'rmse': float(parts[6]),
                               'coverage': float(parts[7]), 'oracle_abs_rel': float(parts[8]),
-                              'status': parts[10]}
+                              'lidar_abs_rel': float(parts[10]),
+                              'lidar_delta1': float(parts[11]), 'status': parts[12]}
     return rc, out, rows
 
 
@@ -88,6 +89,9 @@ def test_perturbed_ground_truth_runs_the_whole_chain(dataset, capsys, space):
         assert row['coverage'] == 1.0 and 0.0 < row['rmse'] < 1.0, out
         # The robust sparse fit is about as good as the dense oracle fit.
         assert row['abs_rel'] < 1.3 * row['oracle_abs_rel'] + 0.005, out
+        # A nearly exact relative map carries more than the sparse points alone.
+        assert 0.0 < row['abs_rel'] < row['lidar_abs_rel'] < 1.0, out
+        assert 0.0 < row['lidar_delta1'] <= 1.0, out
     # 300 samples; the see-through filter may drop a few at depth edges.
     assert 270 <= rows['tiny_gt/rgb_00000']['points'] <= 300
     assert rows['tiny_lidar/000001']['points'] > 500
@@ -314,3 +318,40 @@ def test_a_bug_is_not_a_user_error(dataset, monkeypatch, capsys):
     monkeypatch.setattr(evaluation, 'align', lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         _run(['--data', str(dataset[0])], capsys)
+
+
+def test_lidar_only_depth_interpolates_inside_and_extends_outside():
+    rng = np.random.default_rng(3)
+    h, w = 40, 50
+    uv = np.stack([rng.integers(10, 40, 60), rng.integers(8, 32, 60)], axis=1)
+
+    def plane(u, v):
+        return 5.0 + 0.1 * u - 0.05 * v
+    z = plane(uv[:, 0], uv[:, 1])
+    out = evaluation.lidar_only_depth(uv, z, (h, w))
+    assert out.shape == (h, w) and out.dtype == np.float32 and np.isfinite(out).all()
+    # Linear interpolation is exact for a function linear in the pixels inside the hull.
+    v, u = np.mgrid[0:h, 0:w]
+    inside = (u >= 20) & (u <= 30) & (v >= 15) & (v <= 25)
+    np.testing.assert_allclose(out[inside], plane(u, v)[inside], rtol=1e-5)
+    # Outside the hull: the nearest point's depth (the corner pixel is far outside).
+    nearest = np.argmin((uv[:, 0] - 0) ** 2 + (uv[:, 1] - 0) ** 2)
+    assert out[0, 0] == pytest.approx(z[nearest], rel=1e-6)
+    assert out.min() >= z.min() - 1e-4 and out.max() <= z.max() + 1e-4
+
+
+def test_lidar_only_depth_degenerate_inputs():
+    shape = (10, 12)
+    # Bad depths are ignored; none left: NaN everywhere.
+    nothing = evaluation.lidar_only_depth(np.array([[1, 1], [2, 2]]),
+                                          np.array([np.nan, -1.0]), shape)
+    assert np.isnan(nothing).all()
+    # Two points (no triangle) and collinear points: nearest neighbour, no exception.
+    two = evaluation.lidar_only_depth(np.array([[0, 0], [11, 9]]), np.array([2.0, 4.0]), shape)
+    assert two[0, 0] == 2.0 and two[9, 11] == 4.0 and set(np.unique(two)) == {2.0, 4.0}
+    line = evaluation.lidar_only_depth(np.array([[0, 5], [5, 5], [11, 5]]),
+                                       np.array([1.0, 2.0, 3.0]), shape)
+    assert line[0, 1] == 1.0 and line[9, 11] == 3.0
+    # Repeated pixels: their mean.
+    dup = evaluation.lidar_only_depth(np.array([[3, 3], [3, 3]]), np.array([2.0, 4.0]), shape)
+    assert np.all(dup == 3.0)
