@@ -24,7 +24,7 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 from densepred_ros import decode, encode, geometry
-from densepred_ros.alignment import TemporalAligner
+from densepred_ros.alignment import AlignmentConfig, TemporalAligner
 from densepred_ros.camera import project_points, transform_points
 import numpy as np
 
@@ -72,11 +72,16 @@ def _messages(frame) -> Tuple:
     return image, info, scan
 
 
-def make_case(frame, relative: np.ndarray, all_outputs: bool,
-              stride: int) -> List[Tuple[str, Callable[[dict], None]]]:
-    """Return the stages of one frame as (name, function of the frame state) pairs."""
+def make_case(frame, relative: np.ndarray, all_outputs: bool, stride: int,
+              correction: str = 'local', edge_filter: bool = True
+              ) -> List[Tuple[str, Callable[[dict], None]]]:
+    """Return the stages of one frame as (name, function of the frame state) pairs.
+
+    `correction` and `edge_filter` are the node's `alignment.correction` and
+    `output.edge_filter` (the edge filter is timed with the alignment, as in the pipeline).
+    """
     image, info, scan = _messages(frame)
-    aligner = TemporalAligner('log_depth')
+    aligner = TemporalAligner('log_depth', AlignmentConfig(correction=correction))
 
     def decode_(s: dict) -> None:
         s['rgb'] = decode.image_to_rgb(image)
@@ -92,6 +97,9 @@ def make_case(frame, relative: np.ndarray, all_outputs: bool,
         if not result.ok:
             raise RuntimeError(f'alignment failed: {result.reason}')
         s['metric'] = result.depth
+        if edge_filter:
+            s['metric'] = result.depth.copy()
+            s['metric'][geometry.depth_edge_mask(s['metric'])] = np.nan
 
     def normals(s: dict) -> None:
         s['normals'] = geometry.normals_from_depth(s['metric'], s['camera'])
@@ -149,6 +157,10 @@ def main() -> int:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--no-numba', action='store_true',
                         help='use the numpy path of geometry.py even when numba is installed')
+    parser.add_argument('--correction', default='local', choices=('none', 'local'),
+                        help="alignment.correction (default 'local', the node's default)")
+    parser.add_argument('--no-edge-filter', action='store_true',
+                        help='output.edge_filter false (default: on, as in the node)')
     parser.add_argument('--json', help='also write the figures (ms) to this file')
     args = parser.parse_args()
     if args.no_numba:
@@ -160,13 +172,15 @@ def main() -> int:
     relative = _relative(frame.depth)
     print(f'CPU: {cpu_kind()}')
     print(f'frame {WIDTH}×{HEIGHT}, scan {len(frame.lidar_points)} points, '
-          f'points_stride {args.stride}, geometry kernels: {kernels}, {args.repeat} repeats; '
-          f'ms, p50 (min)')
+          f'points_stride {args.stride}, geometry kernels: {kernels}, '
+          f'correction {args.correction}, edge filter {not args.no_edge_filter}, '
+          f'{args.repeat} repeats; ms, p50 (min)')
     report = {'cpu': cpu_kind(), 'points': int(len(frame.lidar_points)), 'kernels': kernels,
               'cases': {}}
     results = {}
     for case, all_outputs in CASES.items():
-        results[case] = run(make_case(frame, relative, all_outputs, args.stride), args.repeat)
+        results[case] = run(make_case(frame, relative, all_outputs, args.stride,
+                                      args.correction, not args.no_edge_filter), args.repeat)
     header = f'{"stage":<12}' + ''.join(f'{case:>26}' for case in CASES)
     print(header)
     for name in STAGES + ('total',):
