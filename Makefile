@@ -3,8 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A second ROS distro: the node-level tests against the ros-kilted-* wheels (docs/install.md).
+KILTED_VENV ?= .venv-kilted
+KPY := $(KILTED_VENV)/bin/python
+KSTAMP := $(KILTED_VENV)/.installed
+NODE_TESTS := test/test_node.py test/test_faults.py test/test_decode.py test/test_params.py
+# pytest.ini sets the per-test timeout (pytest-timeout), so a hang fails with the test's name.
+PYTEST := -m pytest -q --durations=15
 
-.PHONY: venv test demo bench bench-model soak clean
+.PHONY: venv test test-kilted demo bench bench-model soak clean
 
 venv: $(STAMP)
 
@@ -15,7 +22,18 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q test
+	$(PY) $(PYTEST) test
+
+# requirements.txt without its ros-jazzy-* wheels, then the Kilted ones.
+$(KSTAMP): requirements.txt requirements-kilted.txt setup.py
+	test -x $(KPY) || $(PYTHON) -m venv $(KILTED_VENV)
+	grep -v '^ros-' requirements.txt > $(KILTED_VENV)/requirements-no-ros.txt
+	$(KPY) -m pip install -q -r $(KILTED_VENV)/requirements-no-ros.txt -r requirements-kilted.txt
+	$(KPY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(KSTAMP)
+
+test-kilted: $(KSTAMP)
+	$(KPY) $(PYTEST) $(NODE_TESTS)
 
 demo: venv
 	$(PY) -m densepred_ros.cli demo --output demo_output
@@ -35,4 +53,4 @@ soak: venv
 	$(PY) scripts/soak.py --frames 10000 --rate 30 --json soak.json
 
 clean:
-	rm -rf $(VENV) build install log demo_output .pytest_cache
+	rm -rf $(VENV) $(KILTED_VENV) build install log demo_output .pytest_cache
