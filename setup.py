@@ -32,9 +32,9 @@ setup(
         'numpy>=1.21',
         'pillow>=9',
         'diffusers>=0.35.2',
-        'transformers>=5.0',
+        'transformers>=5.6',
         'safetensors>=0.4.3',
-        'huggingface-hub>=1.3',
+        'huggingface-hub>=1.5',
     ],
     extras_require={
         'test': ['pytest>=7', 'hypothesis>=6.36', 'pytest-timeout>=2.1'],
