@@ -148,8 +148,9 @@ def test_key_resolves_on_every_distro(key):
 
 def test_removed_keys_stay_removed():
     # Reported by issue 12/20: not a Jazzy package / not a rosdep key / Ubuntu's old torch.
-    assert not package_keys() & {'rclpy_lifecycle', 'python3-diffusers-pip',
-                                  'python3-safetensors-pip', 'python3-torch'}
+    removed = {'rclpy_lifecycle', 'python3-diffusers-pip', 'python3-safetensors-pip',
+               'python3-torch'}
+    assert not package_keys() & removed
 
 
 @pytest.mark.skipif(not os.environ.get('ROSDISTRO_GIT'),
