@@ -2,17 +2,24 @@
 
 Usage:
     python scripts/dds_delivery.py [--count 20] [--rate 10] [--mb 1.4] [--reliability best_effort]
+        [--profile config/fastdds_shm.xml]
 
 Runs a subscriber in a child process and publishes `count` images of about `mb` MB at
 `rate` Hz from this one, then prints how many arrived. Run it with and without
-`FASTRTPS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml` to see what the profile changes.
+`--profile config/fastdds_shm.xml` to see what the profile changes. The profile is set under
+both names Fast DDS reads: FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS 2.x: Humble, Jazzy) and
+FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3: Kilted, which deprecates the old name). Both
+processes run on a private domain id (densepred_ros.domain_ids).
 """
 
 import argparse
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
+
+PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
 def _qos(reliability: str):
@@ -67,7 +74,8 @@ def publisher(args: argparse.Namespace) -> int:
     output = child.communicate(timeout=60)[0]
     node.destroy_node()
     rclpy.try_shutdown()
-    profile = os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', 'default transports')
+    profile = next((os.environ[v] for v in PROFILE_VARIABLES if os.environ.get(v)),
+                   'default transports')
     print(f'{args.reliability}, {width}x{height} rgb8 ({args.mb} MB) at {args.rate} Hz, '
           f'profile: {profile}: {output.strip().split()[-1]} of {args.count} arrived')
     return 0
@@ -83,9 +91,18 @@ def main() -> int:
     parser.add_argument('--reliability', default='best_effort',
                         choices=['best_effort', 'reliable'])
     parser.add_argument('--timeout', type=float, default=30.0)
+    parser.add_argument('--profile', default='',
+                        help='Fast DDS XML profile for both processes (sets both variables)')
     args = parser.parse_args()
     if args.role == 'sub':
         return subscriber(args.reliability, args.count, args.timeout)
+    if args.profile:
+        os.environ['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
+        for variable in PROFILE_VARIABLES:
+            os.environ[variable] = str(Path(args.profile).resolve())
+    if 'ROS_DOMAIN_ID' not in os.environ:
+        from densepred_ros.domain_ids import reserve_domain_id
+        os.environ['ROS_DOMAIN_ID'] = str(reserve_domain_id())  # the child inherits it
     return publisher(args)
 
 

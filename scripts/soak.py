@@ -166,8 +166,10 @@ def run(args: argparse.Namespace) -> dict:
                RCUTILS_LOGGING_BUFFERED_STREAM='0', OMP_NUM_THREADS=str(args.threads))
     if args.shm:
         env['RMW_IMPLEMENTATION'] = 'rmw_fastrtps_cpp'
-        env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_shm.xml')
-        for key in ('RMW_IMPLEMENTATION', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
+        for key in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+            env[key] = str(ROOT / 'config' / 'fastdds_shm.xml')  # Fast DDS 2.x and 3 names
+        for key in ('RMW_IMPLEMENTATION', 'FASTRTPS_DEFAULT_PROFILES_FILE',
+                    'FASTDDS_DEFAULT_PROFILES_FILE'):
             os.environ[key] = env[key]  # the feeder in this process too
     log_path = Path(args.log) if args.log else workdir / 'node.log'
     log_file = open(log_path, 'w')
