@@ -121,6 +121,7 @@ class NodeStatistics:
         self.dropped_stale = 0
         self.decode_errors = 0
         self.processing_errors = 0
+        self.non_finite: Dict[str, int] = {}
         self.consecutive_failures = 0
         self.skipped_idle = 0
         self.clock_jumps = 0
@@ -154,10 +155,18 @@ class NodeStatistics:
         with self._lock:
             self.decode_errors += 1
 
-    def record_processing_error(self) -> int:
-        """Count a frame lost to an unexpected error; return the consecutive failures."""
+    def record_processing_error(self, non_finite_component: str = '') -> int:
+        """Count a frame lost to an error; return the consecutive failures.
+
+        Args:
+            non_finite_component: the model component whose output was not finite, when
+                that was the error (counted per component as well).
+        """
         with self._lock:
             self.processing_errors += 1
+            if non_finite_component:
+                self.non_finite[non_finite_component] = (
+                    self.non_finite.get(non_finite_component, 0) + 1)
             self.consecutive_failures += 1
             return self.consecutive_failures
 
@@ -229,13 +238,15 @@ class NodeStatistics:
         return self.dropped_overwritten + self.dropped_stale
 
     def summary(self, state: str, backend: str = '', device: str = '',
-                alignment_wanted: bool = True) -> DiagnosticSummary:
+                alignment_wanted: bool = True,
+                extra: Sequence[Tuple[str, str]] = ()) -> DiagnosticSummary:
         """Summarise the statistics.
 
         Args:
             state: lifecycle state label ('active', 'inactive', ...).
             backend, device: reported as-is.
             alignment_wanted: whether failing alignment is a warning.
+            extra: further key/values reported as-is (after 'device').
 
         Returns:
             ERROR after a fault (`set_fault`, e.g. repeated inference failures), whatever
@@ -264,6 +275,8 @@ class NodeStatistics:
                 ('dropped (stale)', str(self.dropped_stale)),
                 ('decode errors', str(self.decode_errors)),
                 ('processing errors', str(self.processing_errors)),
+                ('non-finite model outputs', ', '.join(
+                    f'{name}: {count}' for name, count in sorted(self.non_finite.items()))),
                 ('consecutive failures', str(self.consecutive_failures)),
                 ('skipped (no subscribers)', str(self.skipped_idle)),
                 ('clock jumps', str(self.clock_jumps)),
@@ -278,6 +291,7 @@ class NodeStatistics:
                 ('alignment shift', f'{self.alignment_shift:.6g}'),
                 ('backend', backend),
                 ('device', device),
+                *extra,
             ]
             for name, times in self.stage_times.items():
                 if not len(times):

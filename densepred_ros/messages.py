@@ -20,6 +20,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 IMAGE = 'image'
+#: The compressed image topic as image_transport names it (``image_transport:=compressed``).
+COMPRESSED_IMAGE = 'image/compressed'
 CAMERA_INFO = 'camera_info'
 LIDAR = 'lidar'
 DIAGNOSTICS = '/diagnostics'

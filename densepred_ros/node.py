@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import threading
 from typing import Any, Dict, Optional, Sequence, Set, Tuple
 
-from densepred_ros import decode
+from densepred_ros import decode, geometry
 from densepred_ros.camera import extrinsic_from_xyz_quat
 from densepred_ros.diagnostics import NodeStatistics
 from densepred_ros.holder import LatestHolder, TwoStageWorker
 from densepred_ros.messages import (
-    CAMERA_INFO, decode_camera_and_scan, diagnostic_array, DIAGNOSTICS, encode_outputs, IMAGE,
-    LIDAR, make_qos, OUTPUT_TYPES, stamp_seconds)
+    CAMERA_INFO, COMPRESSED_IMAGE, decode_camera_and_scan, diagnostic_array, DIAGNOSTICS,
+    encode_outputs, IMAGE, LIDAR, make_qos, OUTPUT_TYPES, stamp_seconds)
 from densepred_ros.pairing import ScanPairing
 from densepred_ros.params import ConfigError, declare_parameters, NodeConfig
 from densepred_ros.pipeline import DepthPipeline, Inference, load_pipeline, STAGES, timed
@@ -37,7 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 try:
     import tf2_ros
@@ -54,7 +54,7 @@ EXIT_JOIN_TIMEOUT = 1.0
 class FrameInput:
     """One image with the camera_info that was newest when it arrived."""
 
-    image: Image
+    image: Any  # sensor_msgs Image or CompressedImage (per image_transport)
     camera_info: Optional[CameraInfo]
 
 
@@ -107,6 +107,7 @@ class DepthNode(Node):
         self._tf_buffer = None
         self._tf_listener = None
         self._state_label = 'unconfigured'
+        self._geometry = ''
         self._last_image_stamp: Optional[float] = None
         self._time_reset = threading.Event()
         self.last_error = ''
@@ -154,6 +155,7 @@ class DepthNode(Node):
         """Create the publishers, timer and tf listener, and log what runs the models."""
         self.config = config
         self.stats = NodeStatistics(stages=STAGES)
+        self._geometry = geometry.warm_up()  # compile the kernels now, not on the first frame
         out_qos = make_qos(config.qos.output_reliability, config.qos.depth)
         self._outputs = {
             topic: self.create_lifecycle_publisher(msg_type, topic, out_qos)
@@ -175,7 +177,7 @@ class DepthNode(Node):
             f'{config.model.path} on {device}, {config.model.dtype} '
             f'({getattr(predictor, "dtype", "")}), backend {self._backend_label()}, '
             f'inference {"overlapped with" if self._worker.overlap else "then"} '
-            f'post-processing')
+            f'post-processing, geometry kernels: {self._geometry}')
         # rclpy fixes a logging call site's severity at its first call: one call site per
         # severity, or a fallback after a normal choice raises ValueError.
         for name, p in (('model.path', predictor),
@@ -195,8 +197,10 @@ class DepthNode(Node):
         self.stats.set_fault('')
         self._last_image_stamp = None
         self._time_reset.clear()
+        image_type, image_topic = ((CompressedImage, COMPRESSED_IMAGE)
+                                   if config.image_transport == 'compressed' else (Image, IMAGE))
         self._inputs = [
-            self.create_subscription(Image, IMAGE, self._on_image, in_qos),
+            self.create_subscription(image_type, image_topic, self._on_image, in_qos),
             self.create_subscription(CameraInfo, CAMERA_INFO, self._on_camera_info, in_qos),
         ]
         if config.alignment.enabled:
@@ -306,7 +310,7 @@ class DepthNode(Node):
 
     # Callbacks: keep the newest data only --------------------------------------------------
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Any) -> None:
         stamp = stamp_seconds(msg.header.stamp)
         last, self._last_image_stamp = self._last_image_stamp, stamp
         if last is not None and stamp < last:
@@ -339,9 +343,11 @@ class DepthNode(Node):
 
     def _on_frame_error(self, exc: Exception) -> bool:
         """Count a failed frame; return False once the failures in a row reach the limit."""
-        failures = self.stats.record_processing_error()
-        self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
-                                throttle_duration_sec=5.0)
+        component = _non_finite_component(exc)
+        failures = self.stats.record_processing_error(component)
+        what = (f'{component} produced non-finite values' if component
+                else type(exc).__name__)
+        self.get_logger().error(f'frame failed: {what}: {exc}', throttle_duration_sec=5.0)
         limit = self.config.max_consecutive_failures
         if limit and failures >= limit:
             self.stats.set_fault(f'stopped after {failures} consecutive failed frames, '
@@ -389,7 +395,10 @@ class DepthNode(Node):
         timings: Dict[str, float] = {}
         try:
             with timed(timings, 'decode'):
-                rgb = decode.image_to_rgb(frame.image)
+                if isinstance(frame.image, CompressedImage):
+                    rgb = decode.compressed_to_rgb(frame.image, config.max_image_pixels)
+                else:
+                    rgb = decode.image_to_rgb(frame.image)
         except decode.DecodeError as exc:
             self.stats.record_decode_error()
             self.get_logger().warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
@@ -453,10 +462,18 @@ class DepthNode(Node):
             return
         summary = self.stats.summary(self._state_label, backend=self._backend_label(),
                                      device=self._device_label(),
-                                     alignment_wanted=self.config.alignment.enabled)
+                                     alignment_wanted=self.config.alignment.enabled,
+                                     extra=[('geometry kernels', self._geometry),
+                                            ('image transport', self.config.image_transport)])
         self._diag_pub.publish(diagnostic_array(
             f'{self.get_fully_qualified_name()}: depth', self._device_label(), summary,
             self.get_clock().now().to_msg()))
+
+
+def _non_finite_component(exc: Exception) -> str:
+    """Return the model component a `models.NonFiniteError` blames, else ''."""
+    from densepred_ros.models.backends.guard import NonFiniteError  # torch is loaded by now
+    return exc.component if isinstance(exc, NonFiniteError) else ''
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:
