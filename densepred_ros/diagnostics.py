@@ -314,3 +314,51 @@ class NodeStatistics:
             else:
                 level, message = OK, f'publishing at {rate_out:.1f} Hz'
         return DiagnosticSummary(level=level, message=message, values=values)
+
+
+class ModelStatistics:
+    """Batches run by the one model serving several cameras (thread-safe).
+
+    Args:
+        batching: how the frames of one turn run, e.g. 'one batch' or 'per-frame loop
+            (reason)'.
+    """
+
+    def __init__(self, batching: str = '') -> None:
+        """Start with no batch."""
+        self._lock = threading.Lock()
+        self.batching = batching
+        self.batches = 0
+        self.frames = 0
+        self.batch_sizes: Deque[int] = deque(maxlen=100)
+        self.inference_time = Percentiles()
+
+    def record_batch(self, size: int, seconds: float) -> None:
+        """Count one turn of size frames that spent seconds in the model(s)."""
+        with self._lock:
+            self.batches += 1
+            self.frames += int(size)
+            self.batch_sizes.append(int(size))
+            self.inference_time.add(seconds)
+
+    def summary(self, state: str, backend: str = '', device: str = '') -> DiagnosticSummary:
+        """Summarise: OK while active, WARN otherwise; batch sizes and inference time."""
+        with self._lock:
+            sizes = list(self.batch_sizes)
+            p50, p95 = self.inference_time.get(50, 95)
+            values = [
+                ('state', state),
+                ('batching', self.batching),
+                ('batches', str(self.batches)),
+                ('frames', str(self.frames)),
+                ('batch size mean', f'{np.mean(sizes):.2f}' if sizes else 'nan'),
+                ('batch size max', str(max(sizes)) if sizes else '0'),
+                ('inference time per batch p50 (s)', f'{p50:.3f}'),
+                ('inference time per batch p95 (s)', f'{p95:.3f}'),
+                ('backend', backend),
+                ('device', device),
+            ]
+        level = OK if state == 'active' else WARN
+        message = (f'{self.batches} batches' if state == 'active'
+                   else f'{state}: not processing')
+        return DiagnosticSummary(level=level, message=message, values=values)
