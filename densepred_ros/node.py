@@ -10,9 +10,10 @@ starves and a silent one holds up nobody); the frames of a turn run one after an
 Configure reads the parameters and loads the model (a bad value or a failed load is a
 FAILURE with the reason logged); activate subscribes and starts the workers; deactivate
 stops both; cleanup frees the model. Callbacks only store the newest image per camera,
-camera_info and scans. A frame goes through two stages (`holder.TwoStageWorker`): stage 1 decodes the newest image and runs the model(s),
-stage 2 pairs the lidar scan, aligns, computes the outputs and publishes them with the
-image's header. On CUDA the stages overlap (two threads, one frame handed over).
+camera_info and scans. A turn's frames go through two stages (`holder.TwoStageWorker`):
+stage 1 decodes the images and runs the model(s), stage 2 pairs the lidar scan, aligns,
+computes the outputs and publishes them with each image's header. On CUDA the stages
+overlap (two threads, one turn handed over).
 
 Faults: an undecodable message is skipped and counted ('decode errors'; a bad camera_info
 or scan only costs the frame its metric outputs); without a recent scan the relative

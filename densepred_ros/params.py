@@ -422,10 +422,9 @@ def camera_extrinsic_parameter(camera: str) -> str:
 
 
 def declare_camera_extrinsic(node: Any, name: str) -> None:
-    """Declare one ``camera.N.extrinsic`` (a double array without a default) on a node."""
+    """Declare one ``camera.N.extrinsic`` (numbers, no default) on a node."""
     from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.parameter import Parameter
-    node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, ParameterDescriptor(
+    node.declare_parameter(name, None, ParameterDescriptor(
         description="Lidar pose in this camera's optical frame, [x, y, z, qx, qy, qz, qw]; "
                     'unset: tf2, else alignment.extrinsic.', dynamic_typing=True))
 
