@@ -248,3 +248,19 @@ def test_camera_names_agree_with_rcl_topic_validation(name) -> None:
         assert rcl_ok, name        # never a name rcl refuses
     if not rcl_ok:
         assert not valid_camera_name(name)
+
+
+def test_the_three_cameras_example_config_validates_and_points_the_cameras_sideways() -> None:
+    from pathlib import Path
+    from densepred_ros.bag_cli import read_params_file
+    from densepred_ros.camera import extrinsic_from_xyz_quat
+    from densepred_ros.params import NodeConfig
+    values = read_params_file(Path(__file__).resolve().parents[1] / 'config'
+                              / 'three_cameras.yaml')
+    config = NodeConfig.from_parameters({'model.path': 'm', **values})
+    assert config.cameras == ('front', 'left', 'right')
+    to_left = np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)   # lidar frame: x forward, y left
+    for name, sign in (('left', 1.0), ('right', -1.0)):
+        R = extrinsic_from_xyz_quat(*config.camera_extrinsics[name])[:3, :3]
+        ahead = R @ (to_left * [1.0, sign, 1.0])    # 45° to that camera's side
+        np.testing.assert_allclose(ahead, [0.0, 0.0, 1.0], atol=1e-4)   # its optical axis
