@@ -59,7 +59,7 @@ def test_fair_shares_water_filling() -> None:
     assert fair_shares({'f': 30, 'l': 5, 'r': 5}, 100) == {'f': 30, 'l': 5, 'r': 5}
 
 
-def _simulate(rates, max_batch, frame_seconds, batch_seconds, duration=60.0):
+def _simulate(rates, max_batch, batch_seconds, duration=60.0):
     """Run a scheduler against cameras publishing at rates (Hz) on a simulated clock.
 
     One worker takes a batch, spends batch_seconds(len) on it, and takes the next; a frame
@@ -88,10 +88,16 @@ def _simulate(rates, max_batch, frame_seconds, batch_seconds, duration=60.0):
 def test_one_fast_two_slow_cameras_each_get_their_fair_share(capacity, batched) -> None:
     rates = {'front': 30.0, 'left': 5.0, 'right': 5.0}
     per_frame = 1.0 / capacity
-    got = _simulate(rates, 3 if batched else 1, per_frame, lambda n: n * per_frame)
+    got = _simulate(rates, 3 if batched else 1, lambda n: n * per_frame)
     shares = fair_shares(rates, capacity)
     for name in rates:
         assert got[name] >= 0.8 * shares[name], (name, got, shares)
     assert sum(got.values()) <= capacity * 1.01
     # the fast camera does not take the slow ones' turns, nor they its leftover
     assert math.isclose(sum(got.values()), min(capacity, sum(rates.values())), rel_tol=0.25)
+
+
+def test_the_scheduler_needs_no_ros() -> None:
+    from test_core_without_ros import run_with_ros_blocked
+    result = run_with_ros_blocked(['densepred_ros.scheduler'])
+    assert result.returncode == 0, result.stderr[-3000:]
