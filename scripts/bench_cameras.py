@@ -66,9 +66,13 @@ def node_child(args: argparse.Namespace) -> None:
     thread.start()
     print('READY', flush=True)
     sys.stdin.readline()
+    peak = peak_rss_gb()
     node.close()
     executor.shutdown()
-    print('RESULT ' + json.dumps({'peak_rss_gb': peak_rss_gb()}), flush=True)
+    thread.join(timeout=5.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    print('RESULT ' + json.dumps({'peak_rss_gb': peak}), flush=True)
 
 
 def feed_child(args: argparse.Namespace) -> None:
