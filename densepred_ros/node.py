@@ -59,8 +59,8 @@ WORKER_POLL = 0.1
 STOP_JOIN_TIMEOUT = 2.0
 EXIT_JOIN_TIMEOUT = 1.0
 #: Why the frames of one turn run one after another rather than as one batch.
-PER_FRAME_REASON = ('per-frame loop: the Lotus/Marigold predictors take one image per '
-                    'predict (no batched predict yet)')
+PER_FRAME_REASON = ('per-frame loop: a batch through the torch VAE/UNet is not bit-identical '
+                    'to per-frame predict on the CPU (docs/cameras.md)')
 
 __all__ = ['DepthNode', 'FrameInput', 'InferredFrame', 'main', 'run']
 

@@ -165,6 +165,34 @@ def _result(out: str, code: int) -> Dict:
     return json.loads(lines[-1][len('RESULT '):])
 
 
+def batch_exactness() -> Dict:
+    """Return max |batch of 3 − one by one| of the demo model's VAE encoder and decoder.
+
+    Why the node runs the frames of a turn one after another: a batch through the torch
+    components does not give the per-frame results bit for bit on the CPU.
+    """
+    import torch
+    from densepred_ros.models import load_predictor, PredictorOptions, runtime
+    from densepred_ros.synthetic import make_frame
+    out = {}
+    for dtype in ('fp32', 'auto'):
+        predictor = load_predictor(str(DEMO_MODEL), PredictorOptions(
+            device='cpu', dtype=dtype, processing_resolution=0))
+        images = [runtime.rgb_to_tensor(make_frame(s, 'indoor', width=96, height=64,
+                                                   beams=0).rgb) for s in (1, 2, 3)]
+        latents = [torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(k))
+                   for k in range(3)]
+        with torch.no_grad():
+            for name, inputs in (('vae_encoder', images), ('vae_decoder', latents)):
+                run = predictor.components[name]
+                single = [run(x.float()) for x in inputs]
+                batch = run(torch.cat(inputs).float())
+                out[f'{name} {dtype} ({predictor.dtype})'] = max(
+                    float((batch[k:k + 1] - single[k]).abs().max()) for k in range(3))
+        predictor.close()
+    return out
+
+
 def main() -> None:
     """Print the three measurements as JSON and a short summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -178,6 +206,8 @@ def main() -> None:
     parser.add_argument('--overlap', choices=('auto', 'on', 'off'), default='auto',
                         help='two worker threads (inference overlapped with the rest) in '
                              'every node; auto = the node default (on with CUDA only)')
+    parser.add_argument('--batch-exactness', action='store_true',
+                        help='only compare batched with per-frame VAE results')
     parser.add_argument('--child', choices=('node', 'feed'), help=argparse.SUPPRESS)
     parser.add_argument('--cameras', default='', help=argparse.SUPPRESS)
     parser.add_argument('--rates', default='10', help=argparse.SUPPRESS)
@@ -185,6 +215,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         (node_child if args.child == 'node' else feed_child)(args)
+        return
+    if args.batch_exactness:
+        print(json.dumps(batch_exactness(), indent=2))
         return
     from densepred_ros.scheduler import fair_shares
     three = ['front', 'left', 'right']
