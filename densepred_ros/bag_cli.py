@@ -2,7 +2,7 @@
 
 Reads the camera (raw or compressed), its camera_info and the lidar from the input bag,
 runs the node's per-frame pipeline on each selected image with the node's scan pairing
-(the scan nearest in stamp within ``alignment.max_time_offset``, `holder.StampedBuffer`)
+(the scan nearest in stamp within ``alignment.max_time_offset``, `pairing.ScanPairing`)
 and temporal alignment filter, and writes the node's output topics under a namespace,
 stamped like the input image and logged at its log time, plus (by default) a copy of
 every input message. Images wait until the bag's log time is ``max_time_offset`` past
@@ -17,7 +17,7 @@ from pathlib import Path
 import re
 import sys
 import time
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from densepred_ros import bag, decode
 from densepred_ros.bag import BagError
@@ -130,26 +130,69 @@ def node_config(args: argparse.Namespace) -> Tuple[Any, Optional[Tuple[float, ..
     return config, (config.alignment.extrinsic if explicit is not None else None)
 
 
-# The per-frame work (the lead switches this to the pipeline module) --------------------
+# The per-frame work: the node's pipeline and message helpers ---------------------------
+
+@dataclass
+class FrameOutput:
+    """One frame through the pipeline: its result and the output messages.
+
+    Attributes:
+        result: what `pipeline.DepthPipeline` computed.
+        messages: output name (`BAG_OUTPUTS`) → rclpy message, stamped like the image.
+        input_errors: why the camera_info or the scan could not be used.
+    """
+
+    result: Any
+    messages: Dict[str, Any]
+    input_errors: List[str]
+
+    @property
+    def aligned(self) -> bool:
+        """True when the frame has metric depth."""
+        return self.result.aligned
+
+    @property
+    def alignment_reason(self) -> str:
+        """Why the frame has no metric depth ('' when aligned)."""
+        return self.result.alignment_reason
+
 
 def build_pipeline(config: Any) -> Any:
-    """Load the models of a NodeConfig into the node's DepthPipeline."""
-    from densepred_ros.node import DepthNode
-    # DepthNode._load_pipeline uses nothing of the node but the config.
-    return DepthNode._load_pipeline(None, config)
+    """Load the models of a NodeConfig into a `pipeline.DepthPipeline`, as the node does."""
+    from densepred_ros.pipeline import load_pipeline
+    return load_pipeline(config)
 
 
 def process_frame(pipeline: Any, image: Any, image_type: str, camera_info: Any, scan: Any,
-                  T_cam_lidar: Optional[np.ndarray], reason: str, max_pixels: int) -> Any:
-    """Run the node's pipeline on one frame of rclpy messages; return its FrameOutput.
+                  T_cam_lidar: Optional[np.ndarray], reason: str,
+                  max_pixels: int) -> FrameOutput:
+    """Run the node's pipeline on one frame of rclpy messages.
+
+    Args:
+        pipeline: a `pipeline.DepthPipeline`.
+        image: sensor_msgs Image or CompressedImage (per image_type).
+        camera_info, scan: the frame's CameraInfo and paired PointCloud2, or None.
+        T_cam_lidar: 4×4 lidar → camera optical frame, or None.
+        reason: the alignment status without a scan.
+        max_pixels: pixel limit of a compressed image's header.
 
     Raises:
         decode.DecodeError: the image cannot be decoded.
     """
-    from densepred_ros import encode
+    from densepred_ros.messages import decode_camera_and_scan, encode_outputs
+    started = time.perf_counter()
     if image_type == bag.COMPRESSED:
-        image = encode.rgb_to_image(decode.compressed_to_rgb(image, max_pixels), image.header)
-    return pipeline.process(image, camera_info, scan, T_cam_lidar, set(BAG_OUTPUTS), reason)
+        rgb = decode.compressed_to_rgb(image, max_pixels)
+    else:
+        rgb = decode.image_to_rgb(image)
+    decode_seconds = time.perf_counter() - started
+    inference = pipeline.infer(rgb, set(BAG_OUTPUTS))
+    inputs = decode_camera_and_scan(camera_info, scan, pipeline.aligner is not None, reason)
+    inference.timings['decode'] = decode_seconds + inputs.seconds
+    result = pipeline.finish(inference, inputs.camera, inputs.lidar_points, T_cam_lidar,
+                             inputs.no_points_reason)
+    messages = encode_outputs(result, image.header)
+    return FrameOutput(result, messages, inputs.errors + result.input_errors)
 
 
 # The run --------------------------------------------------------------------------------
@@ -174,14 +217,18 @@ class BagProcessor:
     def __init__(self, args: argparse.Namespace, pipeline: Any, config: Any,
                  extrinsic: Optional[Tuple[float, ...]]) -> None:
         """Keep the settings; nothing is read yet."""
-        from densepred_ros.holder import StampedBuffer
+        from densepred_ros.camera import extrinsic_from_xyz_quat
         from densepred_ros.node import SCAN_BUFFER
+        from densepred_ros.pairing import ScanPairing
         self.args = args
         self.pipeline = pipeline
         self.config = config
         self.extrinsic = extrinsic
         self.summary = BagSummary()
-        self.scans = StampedBuffer(SCAN_BUFFER)
+        fixed = extrinsic if extrinsic is not None else config.alignment.extrinsic
+        self.pairing = ScanPairing(
+            SCAN_BUFFER, config.alignment.max_time_offset, extrinsic_from_xyz_quat(*fixed),
+            self._lidar_pose if config.alignment.use_tf else None)
         self.camera_info = None
         self.pending: Deque[_Pending] = deque()
         self.last_stamp: Optional[float] = None
@@ -219,16 +266,18 @@ class BagProcessor:
                     f'{scan.header.frame_id} -> {image_frame}, or give --extrinsic x y z qx '
                     f'qy qz qw (lidar in the camera optical frame)') from exc
 
-    def _lidar_pose(self, image: Any, scan: Any) -> Tuple[Optional[np.ndarray], str]:
-        from densepred_ros.camera import extrinsic_from_xyz_quat
-        if self.config.alignment.use_tf:
-            try:
-                return self.tf.lookup(image.header.frame_id, scan.header.frame_id,
-                                      _stamp(scan)), ''
-            except LookupError as exc:
-                if self.extrinsic is None:
-                    return None, f'no transform: {exc}'
-        return extrinsic_from_xyz_quat(*self.extrinsic), ''
+    def _lidar_pose(self, scan: Any, image_frame: str) -> np.ndarray:
+        """Return T_cam_lidar from the bag's tf, else the explicit extrinsic (`ScanPairing`).
+
+        Raises:
+            LookupError: no transform and no explicit extrinsic.
+        """
+        try:
+            return self.tf.lookup(image_frame, scan.header.frame_id, _stamp(scan))
+        except LookupError as exc:
+            if self.extrinsic is None:
+                raise LookupError(f'no transform: {exc}') from exc
+        return self.pairing.extrinsic
 
     # Per message ----------------------------------------------------------------------------
 
@@ -244,7 +293,7 @@ class BagProcessor:
         except BagError as exc:
             self.summary.input_problems[f'lidar scan unreadable: {exc}'] += 1
             return
-        self.scans.add(_stamp(scan), scan)
+        self.pairing.add(_stamp(scan), scan)
 
     def _on_camera_info(self, raw: bytes) -> None:
         try:
@@ -265,15 +314,10 @@ class BagProcessor:
             self.output.release(now_ns)
 
     def _paired_scan(self, image: Any) -> Tuple[Any, Optional[np.ndarray], str]:
-        """Return (scan, T_cam_lidar, reason) like the node's DepthNode._paired_scan."""
+        """Return (scan, T_cam_lidar, reason) as the node pairs them (`pairing.ScanPairing`)."""
         if not self.config.alignment.enabled:
             return None, None, 'alignment disabled'
-        offset = self.config.alignment.max_time_offset
-        found = self.scans.nearest(_stamp(image), offset)
-        if found is None:
-            return None, None, f'no lidar scan within {offset} s of the image'
-        T, reason = self._lidar_pose(image, found[1])
-        return (found[1], T, '') if T is not None else (None, None, reason)
+        return self.pairing.paired(_stamp(image), image.header.frame_id)
 
     def _process(self, frame: _Pending) -> None:
         summary = self.summary
@@ -288,7 +332,7 @@ class BagProcessor:
         if self.last_stamp is not None and stamp < self.last_stamp:
             if self.pipeline.aligner is not None:
                 self.pipeline.aligner.reset()   # stamps went back: as the node does
-            self.scans.clear()
+            self.pairing.image_jumped_back(stamp)
         self.last_stamp = stamp
         scan, T_cam_lidar, reason = self._paired_scan(image)
         started = time.perf_counter()
@@ -325,7 +369,7 @@ class BagProcessor:
 
     def run(self, reader: Any, output: 'bag.OutputBag') -> BagSummary:
         """Read the selected window of the bag, process it and fill the output bag."""
-        from densepred_ros.node import OUTPUT_TYPES
+        from densepred_ros.messages import OUTPUT_TYPES
         self.output = output
         start_ns = reader.start_time + int(self.args.start * 1e9)
         stop_ns = (start_ns + int(self.args.duration * 1e9)) if self.args.duration else None

@@ -22,18 +22,21 @@ import numpy as np
 METRICS = ('abs_rel', 'delta1', 'rmse', 'coverage')
 
 
-def frame_metrics(depth: np.ndarray, truth: np.ndarray) -> Dict[str, float]:
-    """Return AbsRel, δ1, RMSE (m) and coverage of H×W depth against H×W truth (NaN = none).
+def node_far_limit() -> float:
+    """Return the node's `alignment.far_limit` default, metres."""
+    from densepred_ros.params import PARAMETERS
+    return next(float(p.default) for p in PARAMETERS if p.name == 'alignment.far_limit')
 
-    AbsRel, δ1 and coverage are `demo.depth_metrics` (what `make demo` reports); RMSE is
-    taken over the same pixels. The lead replaces this with densepred_ros.metrics.
+
+def frame_metrics(depth: np.ndarray, truth: np.ndarray,
+                  far_limit: Optional[float] = None) -> Dict[str, float]:
+    """Return AbsRel, δ1, RMSE (m) and coverage of H×W depth against H×W truth.
+
+    The package's one definition (`metrics.depth_metrics`, what `make demo` reports):
+    truth beyond far_limit (default: the node's `alignment.far_limit`) is not evaluated.
     """
-    from densepred_ros.demo import depth_metrics
-    result = depth_metrics(depth, truth)
-    valid = (np.isfinite(truth) & (truth > 0) & np.isfinite(depth) & (depth > 0))
-    error = (depth[valid].astype(np.float64) - truth[valid]) if valid.any() else None
-    result['rmse'] = float(np.sqrt(np.mean(error ** 2))) if error is not None else math.nan
-    return result
+    from densepred_ros.metrics import depth_metrics
+    return depth_metrics(depth, truth, node_far_limit() if far_limit is None else far_limit)
 
 
 def _key(msg: Any) -> int:
@@ -113,10 +116,9 @@ def evaluate_bag(path: Any, depth_topic: str, truth_topic: str,
         raise BagError(f'no frame of {depth_topic} could be scored against {truth_topic} '
                        f'({len(depths)} depth and {len(truths)} truth messages; skipped: '
                        f'{skipped or "none"})')
-    overall = {}
-    for name in METRICS:
-        values = [f[name] for f in frames if math.isfinite(f[name])]
-        overall[name] = float(np.mean(values)) if values else math.nan
+    from densepred_ros.metrics import mean_over_frames
+    means = mean_over_frames({k: f[k] for k in METRICS} for f in frames)
+    overall = {name: means.get(name, math.nan) for name in METRICS}
     return {'depth_topic': depth_topic, 'truth_topic': truth_topic, 'frames': frames,
             'overall': overall, 'scored': len(frames), 'depth_frames': len(depths),
             'skipped': skipped}

@@ -121,6 +121,7 @@ class NodeStatistics:
         self.dropped_stale = 0
         self.decode_errors = 0
         self.processing_errors = 0
+        self.non_finite: Dict[str, int] = {}
         self.consecutive_failures = 0
         self.skipped_idle = 0
         self.clock_jumps = 0
@@ -154,10 +155,18 @@ class NodeStatistics:
         with self._lock:
             self.decode_errors += 1
 
-    def record_processing_error(self) -> int:
-        """Count a frame lost to an unexpected error; return the consecutive failures."""
+    def record_processing_error(self, non_finite_component: str = '') -> int:
+        """Count a frame lost to an error; return the consecutive failures.
+
+        Args:
+            non_finite_component: the model component whose output was not finite, when
+                that was the error (counted per component as well).
+        """
         with self._lock:
             self.processing_errors += 1
+            if non_finite_component:
+                self.non_finite[non_finite_component] = (
+                    self.non_finite.get(non_finite_component, 0) + 1)
             self.consecutive_failures += 1
             return self.consecutive_failures
 
@@ -229,13 +238,15 @@ class NodeStatistics:
         return self.dropped_overwritten + self.dropped_stale
 
     def summary(self, state: str, backend: str = '', device: str = '',
-                alignment_wanted: bool = True) -> DiagnosticSummary:
+                alignment_wanted: bool = True,
+                extra: Sequence[Tuple[str, str]] = ()) -> DiagnosticSummary:
         """Summarise the statistics.
 
         Args:
             state: lifecycle state label ('active', 'inactive', ...).
             backend, device: reported as-is.
             alignment_wanted: whether failing alignment is a warning.
+            extra: further key/values reported as-is (after 'device').
 
         Returns:
             ERROR after a fault (`set_fault`, e.g. repeated inference failures), whatever
@@ -264,6 +275,8 @@ class NodeStatistics:
                 ('dropped (stale)', str(self.dropped_stale)),
                 ('decode errors', str(self.decode_errors)),
                 ('processing errors', str(self.processing_errors)),
+                ('non-finite model outputs', ', '.join(
+                    f'{name}: {count}' for name, count in sorted(self.non_finite.items()))),
                 ('consecutive failures', str(self.consecutive_failures)),
                 ('skipped (no subscribers)', str(self.skipped_idle)),
                 ('clock jumps', str(self.clock_jumps)),
@@ -278,6 +291,7 @@ class NodeStatistics:
                 ('alignment shift', f'{self.alignment_shift:.6g}'),
                 ('backend', backend),
                 ('device', device),
+                *extra,
             ]
             for name, times in self.stage_times.items():
                 if not len(times):
@@ -299,4 +313,52 @@ class NodeStatistics:
                 level, message = WARN, f'alignment failing: {self.alignment_reason} ({scan})'
             else:
                 level, message = OK, f'publishing at {rate_out:.1f} Hz'
+        return DiagnosticSummary(level=level, message=message, values=values)
+
+
+class ModelStatistics:
+    """Batches run by the one model serving several cameras (thread-safe).
+
+    Args:
+        batching: how the frames of one turn run, e.g. 'one batch' or 'per-frame loop
+            (reason)'.
+    """
+
+    def __init__(self, batching: str = '') -> None:
+        """Start with no batch."""
+        self._lock = threading.Lock()
+        self.batching = batching
+        self.batches = 0
+        self.frames = 0
+        self.batch_sizes: Deque[int] = deque(maxlen=100)
+        self.inference_time = Percentiles()
+
+    def record_batch(self, size: int, seconds: float) -> None:
+        """Count one turn of size frames that spent seconds in the model(s)."""
+        with self._lock:
+            self.batches += 1
+            self.frames += int(size)
+            self.batch_sizes.append(int(size))
+            self.inference_time.add(seconds)
+
+    def summary(self, state: str, backend: str = '', device: str = '') -> DiagnosticSummary:
+        """Summarise: OK while active, WARN otherwise; batch sizes and inference time."""
+        with self._lock:
+            sizes = list(self.batch_sizes)
+            p50, p95 = self.inference_time.get(50, 95)
+            values = [
+                ('state', state),
+                ('batching', self.batching),
+                ('batches', str(self.batches)),
+                ('frames', str(self.frames)),
+                ('batch size mean', f'{np.mean(sizes):.2f}' if sizes else 'nan'),
+                ('batch size max', str(max(sizes)) if sizes else '0'),
+                ('inference time per batch p50 (s)', f'{p50:.3f}'),
+                ('inference time per batch p95 (s)', f'{p95:.3f}'),
+                ('backend', backend),
+                ('device', device),
+            ]
+        level = OK if state == 'active' else WARN
+        message = (f'{self.batches} batches' if state == 'active'
+                   else f'{state}: not processing')
         return DiagnosticSummary(level=level, message=message, values=values)

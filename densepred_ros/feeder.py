@@ -15,13 +15,13 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Union
 from densepred_ros import encode
 from densepred_ros.camera import CameraModel
 from densepred_ros.messages import (
-    CAMERA_INFO, DIAGNOSTICS, IMAGE, LIDAR, OUTPUT_TYPES, stamp_seconds)
+    CAMERA_INFO, COMPRESSED_IMAGE, DIAGNOSTICS, IMAGE, LIDAR, OUTPUT_TYPES, stamp_seconds)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 CAMERA_FRAME = 'camera_optical_frame'
@@ -72,6 +72,8 @@ class Feeder:
         self.helper = rclpy.create_node(node_name, namespace=namespace or '/',
                                         context=self.context)
         self.image_pub = self.helper.create_publisher(Image, IMAGE, self.qos)
+        self.compressed_pub = self.helper.create_publisher(CompressedImage, COMPRESSED_IMAGE,
+                                                           self.qos)
         self.info_pub = self.helper.create_publisher(CameraInfo, CAMERA_INFO, self.qos)
         self.lidar_pub = self.helper.create_publisher(PointCloud2, LIDAR, self.qos)
         self.lock = threading.Lock()
@@ -129,7 +131,7 @@ class Feeder:
         header.stamp.sec, header.stamp.nanosec = divmod(ns, 10**9)
         return header
 
-    def publish(self, image: Union[np.ndarray, Image],
+    def publish(self, image: Union[np.ndarray, Image, CompressedImage],
                 camera: Union[CameraModel, CameraInfo, None] = None,
                 points: Union[np.ndarray, PointCloud2, None] = None, *,
                 header: Optional[Header] = None, age: float = 0.0,
@@ -137,7 +139,8 @@ class Feeder:
         """Publish one frame: camera_info, lidar scan, then the image, all with one stamp.
 
         Args:
-            image: H×W×3 uint8 RGB (encoded as rgb8) or a ready Image.
+            image: H×W×3 uint8 RGB (encoded as rgb8), a ready Image, or a ready
+                CompressedImage (published on image/compressed).
             camera: the camera (encoded at the image size), a ready CameraInfo, or None
                 (no camera_info).
             points: N×3 lidar points (lidar frame, metres), a ready PointCloud2, or None.
@@ -163,6 +166,10 @@ class Feeder:
             self.lidar_pub.publish(points)
         if settle > 0:
             time.sleep(settle)
+        if isinstance(image, CompressedImage):
+            image.header = header
+            self.compressed_pub.publish(image)
+            return header
         if not isinstance(image, Image):
             image = encode.rgb_to_image(image, header)
         image.header = header

@@ -20,6 +20,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 IMAGE = 'image'
+#: The compressed image topic as image_transport names it (``image_transport:=compressed``).
+COMPRESSED_IMAGE = 'image/compressed'
 CAMERA_INFO = 'camera_info'
 LIDAR = 'lidar'
 DIAGNOSTICS = '/diagnostics'
@@ -45,13 +47,17 @@ def make_qos(reliability: str, depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
-def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
-    """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
-    status = DiagnosticStatus(
+def diagnostic_status(name: str, hardware_id: str, summary: Any) -> DiagnosticStatus:
+    """Build a DiagnosticStatus from a `diagnostics.DiagnosticSummary`."""
+    return DiagnosticStatus(
         level=bytes([summary.level]), name=name, message=summary.message,
         hardware_id=hardware_id,
         values=[KeyValue(key=key, value=value) for key, value in summary.values])
-    msg = DiagnosticArray(status=[status])
+
+
+def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
+    """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
+    msg = DiagnosticArray(status=[diagnostic_status(name, hardware_id, summary)])
     msg.header.stamp = stamp
     return msg
 

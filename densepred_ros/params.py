@@ -8,8 +8,9 @@
 touch rclpy; the config itself is a plain dataclass.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
+import re
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from densepred_ros.alignment import AlignmentConfig, CORRECTIONS
@@ -35,7 +36,8 @@ class ParameterSpec(NamedTuple):
 
     Attributes:
         name: dotted ROS parameter name.
-        default: default value; its Python type fixes the ROS parameter type.
+        default: default value; its Python type fixes the ROS parameter type (a tuple:
+            a string array).
         description: shown by ``ros2 param describe``.
         bounds: (low, high) inclusive for numbers (a FloatingPoint/IntegerRange), or None.
         choices: allowed string values, or None.
@@ -175,6 +177,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'Largest width·height of a compressed image; a header claiming more is '
                   'skipped undecoded (decompression bomb) and counted.',
                   bounds=(1, 2 ** 31 - 1)),
+    ParameterSpec('cameras', (),
+                  'Camera names served by one model (string array, e.g. [front, left, '
+                  'right]): camera N reads N/image (or N/image/compressed) and '
+                  'N/camera_info and publishes N/depth/image, ..., N/points; its lidar pose '
+                  'is tf2, else camera.N.extrinsic, else alignment.extrinsic. Empty: one '
+                  'camera on image and camera_info.'),
     ParameterSpec('autostart', False,
                   'Configure and activate at start-up instead of waiting for lifecycle '
                   'transitions.'),
@@ -275,6 +283,9 @@ class NodeConfig:
         image_transport: 'raw' (sensor_msgs/Image on image) or 'compressed'
             (sensor_msgs/CompressedImage on image/compressed).
         max_image_pixels: pixel limit of a compressed image's header.
+        cameras: the camera names (empty: one camera on today's topic names).
+        camera_extrinsics: camera name → its own lidar pose [x, y, z, qx, qy, qz, qw]
+            (``camera.N.extrinsic``), for the cameras that have one.
     """
 
     model: ModelConfig
@@ -287,6 +298,8 @@ class NodeConfig:
     max_consecutive_failures: int = 5
     image_transport: str = 'raw'
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    cameras: Tuple[str, ...] = ()
+    camera_extrinsics: Mapping[str, Tuple[float, ...]] = field(default_factory=dict)
 
     @staticmethod
     def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
@@ -296,7 +309,9 @@ class NodeConfig:
             ConfigError: an unknown name, a wrong type, or a value outside its range or
                 choices; the message names the parameter and the value.
         """
-        unknown = sorted(set(values) - set(_SPECS))
+        per_camera = {name: value for name, value in values.items()
+                      if name.startswith('camera.') and name.endswith('.extrinsic')}
+        unknown = sorted(set(values) - set(_SPECS) - set(per_camera))
         if unknown:
             raise ConfigError(f'unknown parameter(s): {", ".join(unknown)}')
         v = {name: _checked(spec, values.get(name, spec.default)) for name, spec in
@@ -354,13 +369,41 @@ class NodeConfig:
             autostart=v['autostart'],
             max_consecutive_failures=v['max_consecutive_failures'],
             image_transport=v['image_transport'],
-            max_image_pixels=v['max_image_pixels'])
+            max_image_pixels=v['max_image_pixels'],
+            cameras=v['cameras'],
+            camera_extrinsics=_camera_extrinsics(v['cameras'], per_camera))
 
     @staticmethod
     def from_node(node: Any) -> 'NodeConfig':
-        """Read the declared parameters of an rclpy node (see `declare_parameters`)."""
-        return NodeConfig.from_parameters(
-            {name: node.get_parameter(name).value for name in _SPECS})
+        """Read the declared parameters of an rclpy node (see `declare_parameters`).
+
+        The per-camera ``camera.N.extrinsic`` parameters are declared here, for the names
+        in ``cameras``, when not declared yet.
+        """
+        values = {name: _value(node, name) for name in _SPECS}
+        if values['cameras'] is None:
+            values['cameras'] = ()   # a string array declared without a value
+        names = values['cameras']
+        if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+            for camera in names:
+                if not valid_camera_name(camera):
+                    continue   # from_parameters says why
+                name = camera_extrinsic_parameter(camera)
+                if not node.has_parameter(name):
+                    declare_camera_extrinsic(node, name)
+                value = _value(node, name)
+                if value is not None:
+                    values[name] = value
+        return NodeConfig.from_parameters(values)
+
+
+def _value(node: Any, name: str) -> Any:
+    """Return a parameter's value, None for one declared by type without a value."""
+    from rclpy.exceptions import ParameterUninitializedException
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
 
 
 def _is_cuda_index(device: str) -> bool:
@@ -388,6 +431,10 @@ def _checked(spec: ParameterSpec, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f'{spec.name} must be a string, got {value!r}')
         value = value.strip()
+    elif isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f'{spec.name} must be a list of strings, got {value!r}')
+        value = tuple(x.strip() for x in value)
     elif isinstance(default, list):
         try:
             value = [float(x) for x in value]
@@ -401,14 +448,66 @@ def _checked(spec: ParameterSpec, value: Any) -> Any:
     return value
 
 
-def _extrinsic(values: list) -> Tuple[float, ...]:
+_CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
+
+
+def valid_camera_name(name: str) -> bool:
+    """Return whether name is a relative ROS name usable as a camera's topic prefix.
+
+    Tokens of letters, digits and underscores separated by '/', each starting with a
+    letter, no '__' (the rules of rcl's topic name validation for a relative name
+    without substitutions).
+    """
+    return bool(_CAMERA_NAME.fullmatch(name)) and '__' not in name
+
+
+def camera_extrinsic_parameter(camera: str) -> str:
+    """Return the name of a camera's lidar pose parameter: ``camera.<name>.extrinsic``."""
+    return f'camera.{camera.replace("/", ".")}.extrinsic'
+
+
+def declare_camera_extrinsic(node: Any, name: str) -> None:
+    """Declare one ``camera.N.extrinsic`` (numbers, no default) on a node."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    node.declare_parameter(name, None, ParameterDescriptor(
+        description="Lidar pose in this camera's optical frame, [x, y, z, qx, qy, qz, qw]; "
+                    'unset: tf2, else alignment.extrinsic.', dynamic_typing=True))
+
+
+def _camera_extrinsics(cameras: Tuple[str, ...], values: Mapping[str, Any]
+                       ) -> Dict[str, Tuple[float, ...]]:
+    """Check the camera names and their extrinsics; return name → extrinsic."""
+    seen = set()
+    for camera in cameras:
+        if not valid_camera_name(camera):
+            raise ConfigError(f'cameras: {camera!r} is not a valid relative ROS name '
+                              f'(letters, digits, _ and /, each part starting with a letter)')
+        if camera in seen:
+            raise ConfigError(f'cameras: {camera!r} is given twice')
+        seen.add(camera)
+    names = {camera_extrinsic_parameter(c): c for c in cameras}
+    out: Dict[str, Tuple[float, ...]] = {}
+    for name, value in values.items():
+        if name not in names:
+            raise ConfigError(f'{name} names no camera in cameras={list(cameras)!r}')
+        if value is None:
+            continue
+        try:
+            numbers = [float(x) for x in value]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f'{name} must be a list of numbers, got {value!r}') from exc
+        out[names[name]] = _extrinsic(numbers, name)
+    return out
+
+
+def _extrinsic(values: list, name: str = 'alignment.extrinsic') -> Tuple[float, ...]:
     """Check [x, y, z, qx, qy, qz, qw] and return it with the quaternion normalised."""
     if len(values) != 7 or not all(math.isfinite(x) for x in values):
-        raise ConfigError(f'alignment.extrinsic must be 7 finite numbers [x, y, z, qx, qy, '
+        raise ConfigError(f'{name} must be 7 finite numbers [x, y, z, qx, qy, '
                           f'qz, qw], got {values!r}')
     norm = math.sqrt(sum(q * q for q in values[3:]))
     if abs(norm - 1.0) > 1e-3:
-        raise ConfigError(f'alignment.extrinsic quaternion {values[3:]!r} has norm '
+        raise ConfigError(f'{name} quaternion {values[3:]!r} has norm '
                           f'{norm:.6g}, expected a unit quaternion')
     return tuple(values[:3]) + tuple(q / norm for q in values[3:])
 
@@ -425,6 +524,10 @@ def declare_parameters(node: Any) -> None:
         # NodeConfig.from_parameters checks their type and range at configure time.
         descriptor = ParameterDescriptor(
             description=description, dynamic_typing=isinstance(spec.default, (float, list)))
+        if isinstance(spec.default, tuple):   # a string array, empty by default
+            from rclpy.parameter import Parameter
+            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
+            continue
         if spec.bounds is not None and isinstance(spec.default, int):
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]), step=1)]

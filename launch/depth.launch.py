@@ -6,6 +6,10 @@ Example (one command line):
         lidar:=/lidar/points use_rviz:=true
     With a compressed camera stream add image_transport:=compressed: the node then reads
     <image>/compressed.
+    Several cameras on one model (docs/cameras.md):
+    ros2 launch densepred_ros depth.launch.py model_path:=/models/lotus-depth-g
+        cameras:="[front, left, right]" camera_image:=/{camera}/image_raw
+        camera_info:=/{camera}/camera_info lidar:=/lidar/points
 """
 
 from launch import LaunchContext, LaunchDescription
@@ -29,19 +33,32 @@ def _launch_setup(context: LaunchContext) -> list:
             overrides['model.' + name.replace('model_', '')] = arg(name)
     if arg('image_transport'):
         overrides['image_transport'] = arg('image_transport').strip()
+    cameras = _camera_names(arg('cameras'))
+    if cameras:
+        overrides['cameras'] = cameras
     parameters = [arg('params_file'), overrides]
 
     # 2. The depth node, with its relative input topics remapped.
+    if cameras:   # N/image, N/image/compressed, N/camera_info per camera
+        remappings = [('lidar', arg('lidar'))]
+        for name in cameras:
+            image = arg('camera_image').replace('{camera}', name)
+            remappings += [(f'{name}/image', image),
+                           (f'{name}/image/compressed', image.rstrip('/') + '/compressed'),
+                           (f'{name}/camera_info',
+                            arg('camera_info').replace('{camera}', name))]
+    else:
+        remappings = [('image', arg('image')),
+                      ('image/compressed', arg('image').rstrip('/') + '/compressed'),
+                      ('camera_info', arg('camera_info')),
+                      ('lidar', arg('lidar'))]
     depth_node = LifecycleNode(
         package=PACKAGE,
         executable='depth_node',
         name='densepred',
         namespace=arg('namespace'),
         parameters=parameters,
-        remappings=[('image', arg('image')),
-                    ('image/compressed', arg('image').rstrip('/') + '/compressed'),
-                    ('camera_info', arg('camera_info')),
-                    ('lidar', arg('lidar'))],
+        remappings=remappings,
         arguments=['--ros-args', '--log-level', arg('log_level')],
         output='screen',
         emulate_tty=True,  # unbuffered, coloured log lines
@@ -59,6 +76,12 @@ def _launch_setup(context: LaunchContext) -> list:
             output='screen',
         ))
     return actions
+
+
+def _camera_names(text: str) -> list:
+    """Parse the cameras argument: '[front, left, right]' or 'front,left,right' ('' = none)."""
+    return [name.strip().strip('\'"') for name in text.strip().strip('[]').split(',')
+            if name.strip().strip('\'"')]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -94,7 +117,16 @@ def generate_launch_description() -> LaunchDescription:
                         'overrides image_transport of params_file when not empty.'),
         DeclareLaunchArgument(
             'camera_info', default_value='/camera/camera_info',
-            description='Input sensor_msgs/CameraInfo topic of the image.'),
+            description='Input sensor_msgs/CameraInfo topic of the image; with cameras, a '
+                        'pattern where {camera} stands for the camera name.'),
+        DeclareLaunchArgument(
+            'cameras', default_value='',
+            description='Camera names served by one model, e.g. "[front, left, right]"; '
+                        'empty = the single camera on `image` and `camera_info`.'),
+        DeclareLaunchArgument(
+            'camera_image', default_value='/{camera}/image_raw',
+            description='With cameras: the input image topic of each camera, {camera} '
+                        'standing for its name (compressed: this topic + /compressed).'),
         DeclareLaunchArgument(
             'lidar', default_value='/lidar/points',
             description='Input sensor_msgs/PointCloud2 lidar topic used for metric scale.'),

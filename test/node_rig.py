@@ -7,7 +7,7 @@ so no test depends on best-effort luck. Test modules keep their own small fixtur
 own ROS domain id) and build on these helpers.
 """
 
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from densepred_ros.camera import extrinsic_from_xyz_quat, xyz_quat_from_extrinsic
 from densepred_ros.feeder import CAMERA_FRAME, Feeder, wait_for
@@ -16,7 +16,7 @@ from densepred_ros.node import DepthNode
 import numpy as np
 import rclpy
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 WIDTH, HEIGHT = 96, 72
@@ -87,13 +87,13 @@ class Rig(Feeder):
             Parameter(name, value=value) for name, value in params.items()])
         self.add_node(self.node)
 
-    def wait_inputs_matched(self, timeout: float = 5.0) -> None:
-        """Wait until the node subscribes to image and camera_info."""
-        pubs = [self.image_pub, self.info_pub]
+    def wait_inputs_matched(self, timeout: float = 5.0, compressed: bool = False) -> None:
+        """Wait until the node subscribes to image (or image/compressed) and camera_info."""
+        pubs = [self.compressed_pub if compressed else self.image_pub, self.info_pub]
         assert wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout), \
             'the node never subscribed to image and camera_info'
 
-    def publish(self, frame, *, lidar: bool = True, encoding_image: Optional[Image] = None,
+    def publish(self, frame, *, lidar: bool = True, encoding_image: Optional[Any] = None,
                 age: float = 0.0, header: Optional[Header] = None,
                 camera_info: Optional[CameraInfo] = None, info: bool = True) -> Header:
         """Publish camera_info, a scan (optional) and the image, all with one header.
@@ -101,7 +101,8 @@ class Rig(Feeder):
         Args:
             frame: a `synthetic.SyntheticFrame` of WIDTH×HEIGHT.
             lidar: also publish the frame's scan (before the image).
-            encoding_image: publish this Image instead of the frame's rgb8 image.
+            encoding_image: publish this Image (or CompressedImage) instead of the frame's
+                rgb8 image.
             age: stamp the messages this many seconds in the past.
             header: use this header instead (overrides age).
             camera_info: publish this CameraInfo instead of the frame's.

@@ -192,8 +192,9 @@ def test_interrupted_run_leaves_no_output(street, checkpoints, tmp_path, monkeyp
         return original(*args, **kwargs)
 
     monkeypatch.setattr(bag_cli, 'process_frame', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        cli.main(_bag_args(checkpoints['lotus_g'], str(street), str(tmp_path / 'out')))
+    # The CLI's Ctrl-C policy (cli_errors): one line and exit code 130.
+    code = cli.main(_bag_args(checkpoints['lotus_g'], str(street), str(tmp_path / 'out')))
+    assert code == 130 and len(calls) == 2
     assert list(tmp_path.iterdir()) == []
 
 
@@ -210,7 +211,8 @@ def test_refuses_an_existing_output_and_a_corrupt_bag(street, checkpoints, tmp_p
     captured = capsys.readouterr()
     assert 'Traceback' not in captured.err
     if code == 2:
-        assert captured.err.startswith('error: ') and len(captured.err.splitlines()) == 1
+        assert captured.err.startswith('densepred bag: error: ')
+        assert len(captured.err.splitlines()) == 1
     else:  # what could be read was processed, and the summary says the input ended early
         assert 'the input ended early' in captured.out
         assert (tmp_path / 'out' / 'metadata.yaml').is_file()
@@ -256,14 +258,20 @@ def _write_scored_bag(path, frames, factor):
 
 def test_evaluate_bag_against_image_and_cloud_truth(frames, tmp_path, capsys):
     from densepred_ros.camera import project_points, transform_points
-    from densepred_ros.demo import depth_metrics
+    from densepred_ros.metrics import depth_metrics
     path = _write_scored_bag(tmp_path / 'scored', frames, 1.1)
     result = bag_eval.evaluate_bag(path, '/est/depth/image', '/truth/depth')
     assert result['scored'] == 3
-    finite = np.isfinite(frames[0].depth)
-    expected_rmse = float(np.sqrt(np.mean((0.1 * frames[0].depth[finite]) ** 2)))
+    # The package's metric rule: truth beyond the node's far limit is not evaluated.
+    far = bag_eval.node_far_limit()
+    finite = np.isfinite(frames[0].depth) & (frames[0].depth <= far)
+    z = frames[0].depth[finite].astype(np.float64)
+    expected_rmse = float(np.sqrt(np.mean((np.minimum(1.1 * z, far) - z) ** 2)))
     assert result['frames'][0]['rmse'] == pytest.approx(expected_rmse, rel=1e-5)
-    assert result['overall']['abs_rel'] == pytest.approx(0.1, rel=1e-5)
+    expected_abs_rel = np.mean([np.mean(np.abs(np.minimum(1.1 * z, far) - z) / z) for z in (
+        f.depth[np.isfinite(f.depth) & (f.depth <= far)].astype(np.float64) for f in frames)])
+    assert 0.09 < expected_abs_rel <= 0.1   # 10 % off, less where clipped at the far limit
+    assert result['overall']['abs_rel'] == pytest.approx(expected_abs_rel, rel=1e-5)
     assert result['overall']['delta1'] == 1.0 and result['overall']['coverage'] == 1.0
     # The lidar as truth, placed with the bag's tf and camera_info: the same numbers as
     # projecting it here with the generator's own T_cam_lidar and camera.
@@ -275,7 +283,7 @@ def test_evaluate_bag_against_image_and_cloud_truth(frames, tmp_path, capsys):
                                frame.camera)
         truth = np.full(frame.depth.shape, np.nan, np.float32)
         truth[uv[:, 1], uv[:, 0]] = z
-        expected.append(depth_metrics(frame.depth * 1.1, truth)['abs_rel'])
+        expected.append(depth_metrics(frame.depth * 1.1, truth, far)['abs_rel'])
     assert cloud['overall']['abs_rel'] == pytest.approx(np.mean(expected), rel=1e-5)
     assert cloud['overall']['abs_rel'] > 0.1   # lidar noise and edge pixels add to the 10 %
     assert cli.main(['evaluate-bag', str(path), '--depth-topic', '/est/depth/image',
@@ -321,7 +329,9 @@ def test_demo_bag_then_bag_then_evaluate(tmp_path, capsys):
         d = image_to_depth(msg)
         t = image_to_depth(next(m for n, m in truth.items()
                                 if m.header.stamp == msg.header.stamp))
-        ok = np.isfinite(t) & np.isfinite(d) & (d > 0)
+        far = bag_eval.node_far_limit()   # truth beyond it is not evaluated, +inf counts as it
+        ok = np.isfinite(t) & (t > 0) & (t <= far) & ~np.isnan(d) & (d > 0)
+        d = np.minimum(d, far)
         abs_rel.append(np.mean(np.abs(d[ok] - t[ok]) / t[ok]))
     assert result['scored'] == 2
     assert result['overall']['abs_rel'] == pytest.approx(np.mean(abs_rel), rel=1e-6)

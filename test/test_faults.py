@@ -457,3 +457,38 @@ def test_out_of_range_parameter_on_the_command_line_exits_1() -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert 'output.points_stride' in result.stderr
     assert 'Traceback' not in result.stderr + result.stdout
+
+
+def test_non_finite_model_output_is_a_counted_failure_naming_the_component(
+        make_rig, checkpoint, frame, monkeypatch) -> None:
+    from densepred_ros.models import load_predictor
+    from densepred_ros.models.backends import NonFiniteError
+
+    class NanUnet:
+        """The real tiny model, whose UNet 'returns NaN' on every other frame."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.inner = load_predictor(*args, **kwargs)
+            self.spec = self.inner.spec
+            self.calls = 0
+
+        def predict(self, rgb):
+            self.calls += 1
+            if self.calls % 2:
+                raise NonFiniteError('unet', 'unet produced 12 non-finite values')
+            return self.inner.predict(rgb)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    monkeypatch.setattr('densepred_ros.models.load_predictor', NanUnet)
+    rig = make_rig({'model.path': checkpoint, 'max_consecutive_failures': 0,
+                    'alignment.extrinsic': extrinsic_parameter(frame.T_cam_lidar)})
+    assert rig.node.start()
+    rig.subscribe(['depth/relative'])
+    rig.wait_inputs_matched()
+    assert rig.feed_until(frame, lambda: rig.count('depth/relative') >= 2)
+    values = last_diag(rig, lambda v: v['non-finite model outputs'].startswith('unet: '))
+    failed = int(values['non-finite model outputs'].split(': ')[1])
+    assert failed >= 1 and int(values['processing errors']) >= failed
+    assert state_id(rig.node) == StateMsg.PRIMARY_STATE_ACTIVE

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Several cameras on one model: memory, throughput and fairness of the depth node.
+
+Each node runs in a process of its own, fed over real rclpy by a feeder process (its
+own ROS domain per node), CPU only, alignment off (no lidar: the model and the
+scheduling are what is measured):
+
+* memory: peak RSS (VmHWM) of one node serving 3 cameras against one serving 1 camera,
+  with the bundled demo model, or with a real-size Lotus-G architecture with random
+  weights (``--real-size``, as `densepred bench` builds it);
+* throughput: total processed frames/s of one node serving 3 cameras against three
+  single-camera nodes running at the same time, every camera at the same input rate;
+* fairness: one node, cameras at 30, 5 and 5 Hz: each camera's processed rate against
+  its max-min fair share of the node's total processed rate (`scheduler.fair_shares`).
+
+Usage:
+    PYTHONPATH=$PWD python scripts/bench_cameras.py [--seconds 20] [--real-size]
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / 'densepred_ros' / 'demo_models' / 'lotus-depth-demo'
+
+
+def _parameters(args: argparse.Namespace, names: List[str]) -> Dict:
+    params = {'model.path': str(DEMO_MODEL), 'model.device': 'cpu',
+              'alignment.enabled': False, 'qos.input_reliability': 'reliable',
+              'max_age': 0.0, 'diagnostics_period': 1.0}
+    if names:
+        params['cameras'] = names
+    return params
+
+
+def node_child(args: argparse.Namespace) -> None:
+    """Run one depth node until a line arrives on stdin; print its peak RSS as JSON."""
+    import threading
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from densepred_ros.bench import peak_rss_gb
+    from densepred_ros.node import DepthNode
+
+    if args.real_size:
+        from densepred_ros import models
+        from densepred_ros.bench import _prepare
+        import tempfile
+        _, predictor = _prepare('ours_fp32', False, Path(tempfile.mkdtemp()))
+        models.load_predictor = lambda *a, **k: predictor
+    rclpy.init(domain_id=args.domain)
+    names = [n for n in args.cameras.split(',') if n]
+    overlap = {'auto': None, 'on': True, 'off': False}[args.overlap]
+    node = DepthNode(namespace='/bench', overlap=overlap, parameter_overrides=[
+        Parameter(k, value=v) for k, v in _parameters(args, names).items()])
+    assert node.start(), node.last_error
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    print('READY', flush=True)
+    sys.stdin.readline()
+    peak = peak_rss_gb()
+    node.close()
+    executor.shutdown()
+    thread.join(timeout=5.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    print('RESULT ' + json.dumps({'peak_rss_gb': peak}), flush=True)
+
+
+def feed_child(args: argparse.Namespace) -> None:
+    """Feed the node of args.domain: args.cameras at args.rates Hz; print processed rates."""
+    import rclpy
+    from densepred_ros.feeder import Feeder, wait_for
+    from densepred_ros.synthetic import make_frame
+
+    rclpy.init(domain_id=args.domain)
+    names = [n for n in args.cameras.split(',') if n] or ['']
+    feeders = {n: Feeder(f'/bench/{n}' if n else '/bench', node_name=f'feed_{n or "one"}')
+               for n in names}
+    for feeder in feeders.values():
+        feeder.subscribe(['depth/relative'], diagnostics=False)
+    assert wait_for(lambda: all(f.connected(lidar=False) for f in feeders.values()), 30.0)
+    frame = make_frame(5, 'outdoor', width=args.width, height=args.height, beams=0)
+    rates = [float(r) for r in args.rates.split(',')]
+    for feeder in feeders.values():   # warm-up: one frame through every camera
+        feeder.publish(frame.rgb, frame.camera)
+    assert wait_for(lambda: all(f.count('depth/relative') > 0 for f in feeders.values()),
+                    900.0)
+    before = {n: f.count('depth/relative') for n, f in feeders.items()}
+    start = time.monotonic()
+    due = {n: start for n in feeders}
+    sent = dict.fromkeys(feeders, 0)
+    while time.monotonic() < start + args.seconds:
+        now = time.monotonic()
+        for (name, feeder), rate in zip(feeders.items(), rates):
+            if now >= due[name]:
+                feeder.publish(frame.rgb, frame.camera)
+                sent[name] += 1
+                due[name] += 1.0 / rate
+        time.sleep(max(0.0, min(due.values()) - time.monotonic()))
+    elapsed = time.monotonic() - start
+    time.sleep(0.5)
+    result = {'cameras': names, 'rates': rates, 'seconds': elapsed,
+              'processed_hz': {n or 'one': (f.count('depth/relative') - before[n]) / elapsed
+                               for n, f in feeders.items()},
+              'sent_hz': {n or 'one': c / elapsed for n, c in sent.items()}}
+    for feeder in feeders.values():
+        feeder.close()
+    rclpy.try_shutdown()
+    print('RESULT ' + json.dumps(result), flush=True)
+
+
+def _command(role: str, cameras: List[str], rates: List[float], args: argparse.Namespace,
+             domain: int) -> List[str]:
+    return [sys.executable, __file__, '--child', role, '--cameras', ','.join(cameras),
+            '--rates', ','.join(str(r) for r in rates), '--seconds', str(args.seconds),
+            '--domain', str(domain), '--width', str(args.width), '--height',
+            str(args.height), '--overlap', args.overlap] + (
+                ['--real-size'] if args.real_size else [])
+
+
+class Run:
+    """A node process and the process feeding it, on a ROS domain of their own."""
+
+    def __init__(self, cameras: List[str], rates: List[float], args: argparse.Namespace
+                 ) -> None:
+        """Start the node and wait until it is active."""
+        from densepred_ros.domain_ids import reserve_domain_id
+        domain = reserve_domain_id()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.node = subprocess.Popen(_command('node', cameras, rates, args, domain),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
+        line = self.node.stdout.readline()
+        if not line.startswith('READY'):
+            raise RuntimeError(f'the node process failed: {line}')
+        self.feed_command, self.env = _command('feed', cameras, rates, args, domain), env
+        self.feed = None
+
+    def start_feeding(self) -> 'Run':
+        """Start the feeder process."""
+        self.feed = subprocess.Popen(self.feed_command, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=self.env)
+        return self
+
+    def result(self) -> Dict:
+        """Wait for the feeder, stop the node; return the rates and the node's peak RSS."""
+        fed = _result(self.feed.communicate(timeout=3600)[0], self.feed.returncode)
+        out = self.node.communicate('stop\n', timeout=120)[0]
+        return {**fed, **_result(out, self.node.returncode)}
+
+
+def _result(out: str, code: int) -> Dict:
+    lines = [line for line in out.splitlines() if line.startswith('RESULT ')]
+    if code or not lines:
+        raise RuntimeError(f'child failed (exit {code}): {out[-2000:]}')
+    return json.loads(lines[-1][len('RESULT '):])
+
+
+def batch_exactness() -> Dict:
+    """Return max |batch of 3 − one by one| of the demo model's VAE encoder and decoder.
+
+    Why the node runs the frames of a turn one after another: a batch through the torch
+    components does not give the per-frame results bit for bit on the CPU.
+    """
+    import torch
+    from densepred_ros.models import load_predictor, PredictorOptions, runtime
+    from densepred_ros.synthetic import make_frame
+    out = {}
+    for dtype in ('fp32', 'auto'):
+        predictor = load_predictor(str(DEMO_MODEL), PredictorOptions(
+            device='cpu', dtype=dtype, processing_resolution=0))
+        images = [runtime.rgb_to_tensor(make_frame(s, 'indoor', width=96, height=64,
+                                                   beams=0).rgb) for s in (1, 2, 3)]
+        latents = [torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(k))
+                   for k in range(3)]
+        with torch.no_grad():
+            for name, inputs in (('vae_encoder', images), ('vae_decoder', latents)):
+                run = predictor.components[name]
+                single = [run(x.float()) for x in inputs]
+                batch = run(torch.cat(inputs).float())
+                out[f'{name} {dtype} ({predictor.dtype})'] = max(
+                    float((batch[k:k + 1] - single[k]).abs().max()) for k in range(3))
+        predictor.close()
+    return out
+
+
+def main() -> None:
+    """Print the three measurements as JSON and a short summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seconds', type=float, default=20.0)
+    parser.add_argument('--rate', type=float, default=10.0,
+                        help='input rate of every camera in the throughput run, Hz')
+    parser.add_argument('--width', type=int, default=320)
+    parser.add_argument('--height', type=int, default=240)
+    parser.add_argument('--real-size', action='store_true',
+                        help='memory only, with a real-size random-weight Lotus-G')
+    parser.add_argument('--overlap', choices=('auto', 'on', 'off'), default='auto',
+                        help='two worker threads (inference overlapped with the rest) in '
+                             'every node; auto = the node default (on with CUDA only)')
+    parser.add_argument('--batch-exactness', action='store_true',
+                        help='only compare batched with per-frame VAE results')
+    parser.add_argument('--child', choices=('node', 'feed'), help=argparse.SUPPRESS)
+    parser.add_argument('--cameras', default='', help=argparse.SUPPRESS)
+    parser.add_argument('--rates', default='10', help=argparse.SUPPRESS)
+    parser.add_argument('--domain', type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        (node_child if args.child == 'node' else feed_child)(args)
+        return
+    if args.batch_exactness:
+        print(json.dumps(batch_exactness(), indent=2))
+        return
+    from densepred_ros.scheduler import fair_shares
+    three = ['front', 'left', 'right']
+    report: Dict = {'cpu': _cpu_name(), 'overlap': args.overlap, 'seconds': args.seconds,
+                    'image': f'{args.width}x{args.height}'}
+    one = Run([], [args.rate], args).start_feeding().result()
+    multi = Run(three, [args.rate] * 3, args).start_feeding().result()
+    report['memory'] = {'one_camera_gb': one['peak_rss_gb'],
+                        'three_cameras_gb': multi['peak_rss_gb'],
+                        'ratio': multi['peak_rss_gb'] / one['peak_rss_gb']}
+    if not args.real_size:
+        singles = [Run([], [args.rate], args) for _ in three]   # all ready, then fed
+        single_results = [run.start_feeding() for run in singles]
+        single_results = [run.result() for run in singles]
+        report['throughput'] = {
+            'input_hz_per_camera': args.rate,
+            'one_node_one_camera_hz': sum(one['processed_hz'].values()),
+            'one_node_three_cameras_hz': sum(multi['processed_hz'].values()),
+            'three_nodes_hz': sum(sum(r['processed_hz'].values()) for r in single_results),
+            'one_node_per_camera_hz': multi['processed_hz'],
+            'three_nodes_rss_gb_sum': sum(r['peak_rss_gb'] for r in single_results)}
+        fair = Run(three, [30.0, 5.0, 5.0], args).start_feeding().result()
+        rates = dict(zip(three, fair['rates']))
+        total = sum(fair['processed_hz'].values())
+        shares = fair_shares(rates, total)
+        report['fairness'] = {
+            'input_hz': rates, 'processed_hz': fair['processed_hz'], 'fair_share_hz': shares,
+            'share_ratio': {n: fair['processed_hz'][n] / shares[n] for n in three}}
+    print(json.dumps(report, indent=2))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return 'unknown'
+
+
+if __name__ == '__main__':
+    main()
