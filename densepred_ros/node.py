@@ -39,8 +39,9 @@ from densepred_ros.holder import TwoStageWorker
 from densepred_ros.messages import (
     decode_camera_and_scan, diagnostic_status, DIAGNOSTICS, encode_outputs, LIDAR, make_qos,
     stamp_seconds)
+from densepred_ros.node_params import config_from_node, declare_parameters
 from densepred_ros.pairing import ScanPairing
-from densepred_ros.params import ConfigError, declare_parameters, NodeConfig
+from densepred_ros.params import ConfigError, NodeConfig
 from densepred_ros.pipeline import DepthPipeline, Inference, load_pipeline, timed
 from densepred_ros.scheduler import FrameScheduler
 from diagnostic_msgs.msg import DiagnosticArray
@@ -161,7 +162,7 @@ class DepthNode(Node):
             SUCCESS (→ inactive), or FAILURE (→ unconfigured) with the reason logged.
         """
         try:
-            config = NodeConfig.from_node(self)
+            config = config_from_node(self)
             self._pipeline = load_pipeline(config)
             self._configure(config)
         except Exception as exc:  # any failure is a FAILURE with its reason, not a crash

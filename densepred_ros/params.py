@@ -1,11 +1,9 @@
 """The depth node's parameters: declared in one table, read once into a validated config.
 
 `PARAMETERS` lists every parameter with its default, description and allowed range.
-`declare_parameters(node)` declares them on an rclpy node (with ParameterDescriptors, so
-``ros2 param describe`` shows the text and the range); `NodeConfig.from_node(node)` or
 `NodeConfig.from_parameters(mapping)` reads them into a frozen `NodeConfig`, raising
-`ConfigError` (a ValueError) that names the bad parameter. Only the declaration helpers
-touch rclpy; the config itself is a plain dataclass.
+`ConfigError` (a ValueError) that names the bad parameter. No ROS here: `node_params`
+declares the table on an rclpy node and reads a node's values through `from_parameters`.
 """
 
 from dataclasses import dataclass, field
@@ -373,38 +371,6 @@ class NodeConfig:
             cameras=v['cameras'],
             camera_extrinsics=_camera_extrinsics(v['cameras'], per_camera))
 
-    @staticmethod
-    def from_node(node: Any) -> 'NodeConfig':
-        """Read the declared parameters of an rclpy node (see `declare_parameters`).
-
-        The per-camera ``camera.N.extrinsic`` parameters are declared here, for the names
-        in ``cameras``, when not declared yet.
-        """
-        values = {name: _value(node, name) for name in _SPECS}
-        if values['cameras'] is None:
-            values['cameras'] = ()   # a string array declared without a value
-        names = values['cameras']
-        if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
-            for camera in names:
-                if not valid_camera_name(camera):
-                    continue   # from_parameters says why
-                name = camera_extrinsic_parameter(camera)
-                if not node.has_parameter(name):
-                    declare_camera_extrinsic(node, name)
-                value = _value(node, name)
-                if value is not None:
-                    values[name] = value
-        return NodeConfig.from_parameters(values)
-
-
-def _value(node: Any, name: str) -> Any:
-    """Return a parameter's value, None for one declared by type without a value."""
-    from rclpy.exceptions import ParameterUninitializedException
-    try:
-        return node.get_parameter(name).value
-    except ParameterUninitializedException:
-        return None
-
 
 def _is_cuda_index(device: str) -> bool:
     prefix, _, index = device.partition(':')
@@ -466,14 +432,6 @@ def camera_extrinsic_parameter(camera: str) -> str:
     return f'camera.{camera.replace("/", ".")}.extrinsic'
 
 
-def declare_camera_extrinsic(node: Any, name: str) -> None:
-    """Declare one ``camera.N.extrinsic`` (numbers, no default) on a node."""
-    from rcl_interfaces.msg import ParameterDescriptor
-    node.declare_parameter(name, None, ParameterDescriptor(
-        description="Lidar pose in this camera's optical frame, [x, y, z, qx, qy, qz, qw]; "
-                    'unset: tf2, else alignment.extrinsic.', dynamic_typing=True))
-
-
 def _camera_extrinsics(cameras: Tuple[str, ...], values: Mapping[str, Any]
                        ) -> Dict[str, Tuple[float, ...]]:
     """Check the camera names and their extrinsics; return name → extrinsic."""
@@ -510,28 +468,3 @@ def _extrinsic(values: list, name: str = 'alignment.extrinsic') -> Tuple[float, 
         raise ConfigError(f'{name} quaternion {values[3:]!r} has norm '
                           f'{norm:.6g}, expected a unit quaternion')
     return tuple(values[:3]) + tuple(q / norm for q in values[3:])
-
-
-def declare_parameters(node: Any) -> None:
-    """Declare every parameter of PARAMETERS on an rclpy node, with descriptors."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-
-    for spec in PARAMETERS:
-        description = spec.description
-        if spec.choices is not None:
-            description += f' One of: {", ".join(spec.choices)}.'
-        # Float and list parameters also accept integers (YAML `max_age: 1`, `[0, 0, 1]`);
-        # NodeConfig.from_parameters checks their type and range at configure time.
-        descriptor = ParameterDescriptor(
-            description=description, dynamic_typing=isinstance(spec.default, (float, list)))
-        if isinstance(spec.default, tuple):   # a string array, empty by default
-            from rclpy.parameter import Parameter
-            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor)
-            continue
-        if spec.bounds is not None and isinstance(spec.default, int):
-            descriptor.integer_range = [IntegerRange(
-                from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]), step=1)]
-        elif spec.bounds is not None:
-            descriptor.floating_point_range = [FloatingPointRange(
-                from_value=float(spec.bounds[0]), to_value=float(spec.bounds[1]), step=0.0)]
-        node.declare_parameter(spec.name, spec.default, descriptor)

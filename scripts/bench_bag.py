@@ -16,12 +16,14 @@ import time
 
 from densepred_ros import bag, bag_cli, encode
 from densepred_ros.demo import DEMO_MODELS
-from densepred_ros.node import DEPTH_IMAGE
+from densepred_ros.pipeline import DEPTH_IMAGE
 from densepred_ros.synthetic import make_sequence
 import numpy as np
 
+MAX_PIXELS = 8192 * 8192
 
-def _node_path(pipeline, frames, wanted) -> float:
+
+def _node_path(pipeline, frames) -> float:
     header = bag._header
     start = time.perf_counter()
     for frame in frames:
@@ -30,8 +32,9 @@ def _node_path(pipeline, frames, wanted) -> float:
                                       frame.rgb.shape[0])
         scan = encode.points_to_pointcloud2(frame.lidar_points,
                                             header(frame.stamp, 'lidar'))
-        out = pipeline.process(image, info, scan, frame.T_cam_lidar, wanted)
-        assert DEPTH_IMAGE in out.messages, out.alignment_reason
+        out = bag_cli.process_frame(pipeline, image, bag.IMAGE, info, scan, frame.T_cam_lidar,
+                                    'no lidar scan', MAX_PIXELS)
+        assert DEPTH_IMAGE in out.messages, out.result.alignment_reason
     return len(frames) / (time.perf_counter() - start)
 
 
@@ -72,14 +75,15 @@ def main() -> None:
                            start_stamp=bag_cli.DEMO_START_STAMP)
     args.frames_list = frames
     pipeline = bag_cli.build_pipeline(config)
-    wanted = set(bag_cli.BAG_OUTPUTS)
     with tempfile.TemporaryDirectory() as folder:
         source = bag.write_sequence_bag(Path(folder) / 'street', frames)
-        pipeline.process(encode.rgb_to_image(frames[0].rgb, bag._header(0.0, 'c')), None)
+        warm_up = encode.rgb_to_image(frames[0].rgb, bag._header(0.0, 'c'))
+        bag_cli.process_frame(pipeline, warm_up, bag.IMAGE, None, None, None, 'warm-up',
+                              MAX_PIXELS)
         node_fps, bag_fps = [], []
         for index in range(args.rounds):
             pipeline.aligner.reset()
-            node_fps.append(_node_path(pipeline, frames, wanted))
+            node_fps.append(_node_path(pipeline, frames))
             pipeline.aligner.reset()
             bag_fps.append(_bag_path(pipeline, config, source,
                                      Path(folder) / f'out{index}', args))

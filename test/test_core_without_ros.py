@@ -8,7 +8,8 @@ CORE = ('densepred_ros.pipeline', 'densepred_ros.camera', 'densepred_ros.alignme
         'densepred_ros.models.marigold', 'densepred_ros.models.export',
         'densepred_ros.models.backends', 'densepred_ros.synthetic', 'densepred_ros.testing',
         'densepred_ros.training', 'densepred_ros.holder', 'densepred_ros.diagnostics',
-        'densepred_ros.decode', 'densepred_ros.pairing', 'densepred_ros.evaluation')
+        'densepred_ros.decode', 'densepred_ros.pairing', 'densepred_ros.evaluation',
+        'densepred_ros.scheduler', 'densepred_ros.metrics', 'densepred_ros.params')
 ROS = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'diagnostic_msgs', 'lifecycle_msgs',
        'builtin_interfaces')
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import py_compile
 
 from densepred_ros.camera import extrinsic_from_xyz_quat
+from densepred_ros.node_params import declare_parameters
 from densepred_ros.params import (
-    ConfigError, declare_parameters, MAX_PROCESSING_RESOLUTION, NodeConfig, PARAMETERS)
+    ConfigError, MAX_PROCESSING_RESOLUTION, NodeConfig, PARAMETERS)
 import pytest
 import yaml
 
