@@ -7,6 +7,7 @@ so no test depends on best-effort luck. Test modules keep their own small fixtur
 own ROS domain id) and build on these helpers.
 """
 
+import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from densepred_ros.camera import extrinsic_from_xyz_quat, xyz_quat_from_extrinsic
@@ -20,7 +21,18 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 WIDTH, HEIGHT = 96, 72
+# How long a test waits for an event over DDS. Generous, so a busy machine (CI beside other
+# jobs) does not fail a test; a wait ends as soon as its event happens.
+DEADLINE = 60.0
 FRAME_ID = CAMERA_FRAME
+
+
+def awaited(done: Callable[[], bool]) -> str:
+    """Return the source of a wait's condition, for the message of a failed wait."""
+    try:
+        return ' '.join(inspect.getsource(done).split())[:300]
+    except (OSError, TypeError):
+        return repr(done)
 
 
 def ros_session(domain_id: int) -> Iterator[None]:
@@ -113,19 +125,29 @@ class Rig(Feeder):
         return super().publish(image, camera, frame.lidar_points if lidar else None,
                                header=header, age=age, settle=0.02 if lidar else 0.0)
 
-    def feed_until(self, frame, done: Callable[[], bool], timeout: float = 15.0,
+    def feed_until(self, frame, done: Callable[[], bool], timeout: float = DEADLINE,
                    **kwargs) -> bool:
-        """Publish a frame every ~0.3 s until done() holds; False after timeout seconds."""
-        return super().feed_until(done, frame, timeout=timeout, **kwargs)
+        """Publish a frame every ~0.3 s until done() holds.
+
+        Raises:
+            AssertionError: done() still false after timeout seconds, naming what was
+                awaited and what came back.
+        """
+        if super().feed_until(done, frame, timeout=timeout, **kwargs):
+            return True
+        received = {topic: self.count(topic) for topic in self.subscriptions}
+        raise AssertionError(f'fed frames for {timeout:.0f} s, still waiting for '
+                             f'{awaited(done)}; outputs received: {received}')
 
 
 def feed_other_process(frame, domain_id: int, namespace: str,
-                       done: Optional[Callable[[], bool]] = None, timeout: float = 20.0,
+                       done: Optional[Callable[[], bool]] = None, timeout: float = DEADLINE,
                        period: float = 0.1) -> bool:
     """Publish frames to a node in another process until done() holds.
 
     The feeder subscribes to depth/relative (so the node is not idle); done defaults to
-    'a depth/relative came back'. Returns False after timeout seconds.
+    'a depth/relative came back'. An AssertionError says what was awaited when done() is
+    still false after timeout seconds.
     """
     feeder = Feeder(namespace, domain_id=domain_id, node_name='feeder')
     try:
@@ -133,8 +155,11 @@ def feed_other_process(frame, domain_id: int, namespace: str,
         if done is None:
             def done() -> bool:
                 return feeder.count('depth/relative') > 0
-        return feeder.feed_until(done, frame.rgb, frame.camera, timeout=timeout,
-                                 period=period)
+        if feeder.feed_until(done, frame.rgb, frame.camera, timeout=timeout, period=period):
+            return True
+        raise AssertionError(f'fed frames to {namespace} for {timeout:.0f} s, still waiting '
+                             f'for {awaited(done)}; depth/relative received: '
+                             f'{feeder.count("depth/relative")}')
     finally:
         feeder.close()
 

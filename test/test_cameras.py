@@ -18,7 +18,8 @@ from densepred_ros.synthetic.render import make_camera
 from densepred_ros.synthetic.scenes import make_scene
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
-from node_rig import extrinsic_parameter, HEIGHT, Rig, ros_session, state_id, WIDTH
+from node_rig import (
+    DEADLINE, extrinsic_parameter, HEIGHT, Rig, ros_session, state_id, WIDTH)
 import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -144,7 +145,7 @@ def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames,
     m.rig.subscribe([])
     assert wait_for(lambda: all(f.connected(lidar=False, topic='depth/image')
                                 for f in m.feeders.values()), 10.0)
-    assert wait_for(lambda: m.rig.lidar_pub.get_subscription_count() > 0, 5.0)
+    assert wait_for(lambda: m.rig.lidar_pub.get_subscription_count() > 0, DEADLINE)
 
     def all_back() -> bool:
         return all(f.count('depth/image') > 0 for f in m.feeders.values())
@@ -165,7 +166,7 @@ def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames,
             assert single.node.start()
             single.subscribe(['depth/image'])
             single.wait_inputs_matched()
-            assert wait_for(lambda: single.lidar_pub.get_subscription_count() > 0, 5.0)
+            assert wait_for(lambda: single.lidar_pub.get_subscription_count() > 0, DEADLINE)
 
             def back() -> bool:
                 return single.count('depth/image') > 0
@@ -206,7 +207,7 @@ def test_a_silent_camera_holds_up_nobody(multi, checkpoint, frames) -> None:
     def latest(status_name: str) -> dict:
         statuses = [s for s in m.rig.diagnostic_statuses() if s.name == status_name]
         return {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
-    assert wait_for(lambda: int(latest(f'{name}: front').get('frames out', 0)) >= 3, 5.0)
+    assert wait_for(lambda: int(latest(f'{name}: front').get('frames out', 0)) >= 3, DEADLINE)
     assert latest(f'{name}: left')['frames in'] == '0'
     assert latest(f'{name}: right')['camera'] == 'right'
     model = latest(f'{name}: model')

@@ -25,7 +25,7 @@ from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
-    diagnostic_statuses, diagnostics, extrinsic_parameter, feed_other_process, HEIGHT,
+    DEADLINE, diagnostic_statuses, diagnostics, extrinsic_parameter, feed_other_process, HEIGHT,
     OraclePredictor, rig_factory, ros_session, stamp_header, state_id, WIDTH)
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def oracle_rig(make_rig, checkpoint, frame, monkeypatch):
     assert rig.node.start()
     rig.subscribe(['depth/image', 'depth/relative', 'depth/camera_info'])
     rig.wait_inputs_matched()
-    assert wait_for(lambda: rig.lidar_pub.get_subscription_count() > 0, 5.0)
+    assert wait_for(lambda: rig.lidar_pub.get_subscription_count() > 0, DEADLINE)
     return rig
 
 
@@ -159,7 +159,7 @@ def test_camera_info_stops_or_changes_resolution(oracle_rig, frame) -> None:
     before = rig.count('depth/camera_info')
     for _ in range(2):
         publish_and_wait(rig, frame, info=False)
-    assert wait_for(lambda: rig.count('depth/camera_info') >= before + 2, 2.0)
+    assert wait_for(lambda: rig.count('depth/camera_info') >= before + 2, DEADLINE)
     values = last_diag(rig, lambda v: float(v['time since last camera_info (s)']) > 0.3)
     assert values['decode errors'] == '0'
 
@@ -168,7 +168,7 @@ def test_camera_info_stops_or_changes_resolution(oracle_rig, frame) -> None:
     big_info = encode.camera_info_for(big, Header(), 2 * WIDTH, 2 * HEIGHT)
     metric = rig.count('depth/image')
     publish_and_wait(rig, frame, camera_info=big_info)
-    assert wait_for(lambda: rig.count('depth/image') > metric, 2.0)
+    assert wait_for(lambda: rig.count('depth/image') > metric, DEADLINE)
     info = rig.latest('depth/camera_info')
     assert (info.width, info.height) == (WIDTH, HEIGHT)
     np.testing.assert_allclose(np.reshape(info.k, (3, 3)), frame.camera.K, rtol=1e-9)
@@ -198,7 +198,7 @@ def test_stamps_jumping_back_reset_pairing(oracle_rig, frame) -> None:
     for ns in stamps:
         metric = rig.count('depth/image')
         publish_and_wait(rig, frame, header=stamp_header(ns))
-        assert wait_for(lambda: rig.count('depth/image') > metric, 2.0)
+        assert wait_for(lambda: rig.count('depth/image') > metric, DEADLINE)
     assert rig.node.stats.clock_jumps == 0
     # Second pass without the lidar: the first pass's scans carry the same stamps, but
     # they come from before the jump and must not be paired.
@@ -216,7 +216,7 @@ def test_stamps_jumping_back_reset_pairing(oracle_rig, frame) -> None:
     for ns in stamps[:2]:
         publish_and_wait(rig, frame, header=stamp_header(ns))
     assert rig.node.stats.clock_jumps == 2
-    assert wait_for(lambda: rig.count('depth/image') > metric, 2.0)
+    assert wait_for(lambda: rig.count('depth/image') > metric, DEADLINE)
     latencies = rig.node.stats.latency.get(0, 100)
     assert all(0.0 <= x < 5.0 for x in latencies), latencies
 
@@ -274,7 +274,7 @@ def test_repeated_failures_deactivate_with_an_error(make_rig, checkpoint, frame)
     assert rig.node.stats.processing_errors == 3
     assert 'stopped after 3 consecutive failed frames' in rig.node.last_error
     assert 'injected failure' in rig.node.last_error
-    assert wait_for(lambda: rig.image_pub.get_subscription_count() == 0, 5.0)
+    assert wait_for(lambda: rig.image_pub.get_subscription_count() == 0, DEADLINE)
     assert wait_for(lambda: any(s.level == ERROR_LEVEL and 'consecutive' in s.message
                                 for s in diagnostic_statuses(rig)), 3.0)
     assert rig.count('depth/relative') == 0
@@ -284,7 +284,7 @@ def test_repeated_failures_deactivate_with_an_error(make_rig, checkpoint, frame)
     rig.wait_inputs_matched()
     assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
     assert rig.node.stats.fault == ''
-    assert wait_for(lambda: diagnostic_statuses(rig)[-1].level != ERROR_LEVEL, 3.0)
+    assert wait_for(lambda: diagnostic_statuses(rig)[-1].level != ERROR_LEVEL, DEADLINE)
 
 
 # Signals during a slow inference -------------------------------------------------------

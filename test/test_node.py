@@ -27,7 +27,8 @@ from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
-    assert_header, diagnostics, extrinsic_parameter, feed_other_process, FRAME_ID, HEIGHT,
+    assert_header, DEADLINE, diagnostics, extrinsic_parameter, feed_other_process, FRAME_ID,
+    HEIGHT,
     OraclePredictor, rig_factory, ros_session, state_id, WIDTH)
 import numpy as np
 from precision import fp32_bound
@@ -104,7 +105,7 @@ def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
                     if (m.header.stamp.sec, m.header.stamp.nanosec)
                     == (header.stamp.sec, header.stamp.nanosec)]
         assert matching, topic
-    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), DEADLINE)
     values = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]
     assert values['backend'] == 'vae_encoder=torch/cpu,unet=torch/cpu,vae_decoder=torch/cpu'
     # Where the time goes, per stage (seconds): the stages this frame ran.
@@ -117,7 +118,7 @@ def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:
     assert values['alignment'] != 'no frame yet'  # the random model's fit status is shown
 
     assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: rig.image_pub.get_subscription_count() == 0, 5.0)
+    assert wait_for(lambda: rig.image_pub.get_subscription_count() == 0, DEADLINE)
     assert rig.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert state_id(rig.node) == StateMsg.PRIMARY_STATE_UNCONFIGURED
 
@@ -132,7 +133,7 @@ def test_metric_outputs_with_an_oracle_model(make_rig, checkpoint, frame, monkey
     assert rig.node.start()
     rig.subscribe()
     rig.wait_inputs_matched()
-    assert wait_for(lambda: rig.lidar_pub.get_subscription_count() > 0, 5.0)
+    assert wait_for(lambda: rig.lidar_pub.get_subscription_count() > 0, DEADLINE)
     assert rig.feed_until(frame, lambda: all(rig.count(t) > 0 for t in OUTPUTS)), \
         {t: rig.count(t) for t in OUTPUTS}
 
@@ -194,7 +195,7 @@ def test_onnxruntime_backend_through_the_node(make_rig, checkpoint, frame, tmp_p
     expected = reference.predict(frame.rgb).values
     assert expected.std() > 1e-3
     assert np.abs(values - expected).max() <= fp32_bound(checkpoint, frame.rgb, device='cpu')
-    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), DEADLINE)
     label = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]['backend']
     assert label == ('vae_encoder=onnxruntime/cpu,unet=onnxruntime/cpu,'
                      'vae_decoder=onnxruntime/cpu')
@@ -227,7 +228,7 @@ def test_one_component_falling_back_through_the_node(make_rig, checkpoint, frame
     assert rig.feed_until(frame, lambda: rig.count('depth/relative') > 0)
     values = np.frombuffer(rig.latest('depth/relative').data, dtype=np.float32)
     assert np.isfinite(values).all() and values.std() > 1e-3
-    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), 3.0)
+    assert wait_for(lambda: any(int(v['frames out']) >= 1 for v in diagnostics(rig)), DEADLINE)
     label = [v for v in diagnostics(rig) if int(v['frames out']) >= 1][-1]['backend']
     assert f"unet={choices['unet'].backend}/cpu" in label and 'unet=tensorrt' not in label
     assert 'vae_decoder=torch/cpu' in label
