@@ -62,6 +62,7 @@ def warm_up() -> str:
     colorize_normals(normals_from_depth(depth, camera))
     colorize_depth(depth)
     project_points(np.array([[0.0, 0.0, 2.0]], dtype=np.float32), camera)
+    depth_edge_mask(depth)
     numba_kernels().cloud_records_kernel(np.zeros((1, 3), dtype=np.uint32),
                                          np.zeros((1, 3), dtype=np.uint8),
                                          np.zeros((1, 8), dtype=np.uint32))
@@ -527,6 +528,13 @@ def depth_edge_mask(depth: np.ndarray, threshold: float = 0.05, step: int = 3) -
     if int(step) != step or step < 1:
         raise ValueError(f'step must be an integer ≥ 1, got {step!r}')
     k = int(step)
+    kernels = numba_kernels()
+    if kernels is not None and depth.dtype in (np.float32, np.float64):
+        # numpy compares the float32 misfit in the dtype it promotes threshold's type to.
+        limit = np.result_type(np.float32, threshold).type(threshold)
+        flagged = np.empty(depth.shape, bool)
+        kernels.depth_edge_kernel(depth, k, limit, flagged)
+        return flagged
     with np.errstate(divide='ignore', invalid='ignore'):
         inv = np.where(depth > 0.0, 1.0 / depth.astype(np.float32), np.nan)
         flagged = np.zeros(depth.shape, bool)

@@ -201,3 +201,55 @@ def pixel_candidates_kernel(pts: np.ndarray, m: np.ndarray, z_min, z_max, half,
         depth[count] = np.float32(w)
         count += 1
     return count
+
+
+@numba.njit(**_JIT)
+def _misfit(c: np.float32, scale: np.float32, left: np.float32, right: np.float32):
+    """Relative misfit of inverse depth c to the better of two predictions (np.fmin)."""
+    a = abs(c - left)
+    b = abs(c - right)
+    if a != a:
+        a = b
+    elif b == b and b < a:
+        a = b
+    return a * scale
+
+
+@numba.njit(**_JIT)
+def depth_edge_kernel(depth: np.ndarray, step: int, threshold, out: np.ndarray) -> None:
+    """Fill out (H×W bool) with the flying-pixel mask of `geometry.depth_edge_mask`.
+
+    depth: H×W float32 or float64 metres; threshold: a float32 or float64 scalar, the
+    dtype numpy compares the float32 misfit in.
+    """
+    height, width = depth.shape
+    nan = np.float32(np.nan)
+    two = np.float32(2.0)
+    inv = np.empty((height, width), np.float32)
+    for v in range(height):
+        for u in range(width):
+            d = depth[v, u]
+            inv[v, u] = np.float32(1.0) / np.float32(d) if d > 0.0 else nan
+    k = step
+    scale = np.empty(width, np.float32)
+    column_misfit = np.empty(width, np.float32)
+    for v in range(height):
+        for u in range(width):
+            c = inv[v, u]
+            scale[u] = np.float32(1.0) / c if c > np.float32(0.0) else nan
+            left = two * inv[v - k, u] - inv[v - 2 * k, u] if v >= 2 * k else nan
+            if left != left:
+                left = inv[v - 1, u] if v >= 1 else nan
+            right = two * inv[v + k, u] - inv[v + 2 * k, u] if v + 2 * k < height else nan
+            if right != right:
+                right = inv[v + 1, u] if v + 1 < height else nan
+            column_misfit[u] = _misfit(c, scale[u], left, right)
+        for u in range(width):
+            left = two * inv[v, u - k] - inv[v, u - 2 * k] if u >= 2 * k else nan
+            if left != left:
+                left = inv[v, u - 1] if u >= 1 else nan
+            right = two * inv[v, u + k] - inv[v, u + 2 * k] if u + 2 * k < width else nan
+            if right != right:
+                right = inv[v, u + 1] if u + 1 < width else nan
+            out[v, u] = (column_misfit[u] > threshold
+                         or _misfit(inv[v, u], scale[u], left, right) > threshold)

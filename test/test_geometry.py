@@ -9,8 +9,8 @@ import math
 from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.geometry import (
-    colorize_depth, colorize_normals, colormap_lut, depth_to_points, normals_from_depth, pack_rgb,
-    unpack_rgb)
+    colorize_depth, colorize_normals, colormap_lut, depth_edge_mask, depth_to_points,
+    normals_from_depth, pack_rgb, unpack_rgb)
 import numpy as np
 import pytest
 
@@ -457,6 +457,55 @@ def test_normals_on_ridges_take_the_previous_neighbour_on_ties(camera):
     expected = _reference_normals(depth, FX, FY, CX, CY)
     assert np.isfinite(normals).all()
     np.testing.assert_allclose(normals, expected, atol=1e-4)
+
+
+def _numpy_edge_mask(depth, threshold, step):
+    """depth_edge_mask on geometry's numpy path, whichever path the test runs on."""
+    kernels = geometry._kernels
+    geometry._kernels = None
+    try:
+        return depth_edge_mask(depth, threshold=threshold, step=step)
+    finally:
+        geometry._kernels = kernels
+
+
+def _edge_scenes():
+    """Depth images with flying-pixel ramps, noise, holes, ±inf, zeros and tiny depths."""
+    from densepred_ros.synthetic import make_frame
+    rng = np.random.default_rng(11)
+    rough = _rough_scene(rng, H, W)
+    rough[20:23, 30] = np.linspace(0.8, 6.0, 5)[1:4]  # a ramp between two surfaces
+    rough[30, 40:45] = [1e-40, 1e-45, np.float32(1e-30), -np.inf, 3e38]
+    street = make_frame(seed=2, kind='outdoor', width=160, height=64, beams=0).depth.copy()
+    street[::9, ::13] = np.nan
+    v, u = np.mgrid[0:40, 0:50]
+    steps = np.where(u < 25, 2.0, 9.0) + 0.01 * v
+    steps[:, 24:27] = [3.5, 5.0, 7.5]  # flying pixels across a vertical edge
+    return [rough, street, steps.astype(np.float32), steps, rough[::2, 1::3],
+            rough[:1], rough[:, :1], rough[:3, :4], np.full((5, 6), np.nan, np.float32)]
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered in divide:RuntimeWarning')
+@pytest.mark.parametrize('threshold', [0.01, 0.05, np.float64(0.05), 0.3, 2])
+@pytest.mark.parametrize('step', [1, 2, 3, 5])
+def test_depth_edge_mask_is_the_numpy_mask(threshold, step):
+    flagged_total = 0
+    for depth in _edge_scenes():
+        mask = depth_edge_mask(depth, threshold=threshold, step=step)
+        assert mask.dtype == bool and mask.shape == depth.shape
+        np.testing.assert_array_equal(mask, _numpy_edge_mask(depth, threshold, step))
+        flagged_total += int(mask.sum())
+        assert not mask[np.isnan(depth)].any()
+    assert flagged_total > 0
+
+
+def test_depth_edge_mask_flags_the_ramp_only():
+    v, u = np.mgrid[0:40, 0:50]
+    depth = (np.where(u < 25, 2.0, 9.0) + 0.01 * v).astype(np.float32)
+    depth[:, 24:27] = [3.5, 5.0, 7.5]
+    mask = depth_edge_mask(depth)
+    assert mask[:, 24:27].all()
+    assert not mask[:, :24].any() and not mask[:, 27:].any()
 
 
 def test_warm_up_names_the_path_in_use(kernels):
