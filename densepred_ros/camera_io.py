@@ -7,6 +7,7 @@ subscriptions, the newest camera_info, its own `pipeline.DepthPipeline` view (th
 model(s), its own temporal alignment prior), its lidar pose fallback and its statistics.
 """
 
+import copy
 from dataclasses import dataclass
 import threading
 from typing import Any, Callable, Dict, List, Optional
@@ -118,3 +119,9 @@ class CameraIO:
                 if self.extrinsic is None:
                     raise
         return self.extrinsic if self.extrinsic is not None else self.default_extrinsic
+
+
+def camera_pipeline(shared: DepthPipeline) -> DepthPipeline:
+    """Return a pipeline on the shared model(s) with an aligner of its own (one camera's)."""
+    aligner = copy.deepcopy(shared.aligner) if shared.aligner is not None else None
+    return DepthPipeline(shared.predictor, shared.output, aligner, shared.normals_predictor)

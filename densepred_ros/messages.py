@@ -7,7 +7,7 @@ pipeline's numpy inputs and its `FrameResult` back into messages, timing both ('
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from densepred_ros import decode, encode
 from densepred_ros.camera import CameraModel
@@ -58,6 +58,28 @@ def diagnostic_status(name: str, hardware_id: str, summary: Any) -> DiagnosticSt
 def diagnostic_array(name: str, hardware_id: str, summary: Any, stamp: Any) -> DiagnosticArray:
     """Build a DiagnosticArray holding one status from a `diagnostics.DiagnosticSummary`."""
     msg = DiagnosticArray(status=[diagnostic_status(name, hardware_id, summary)])
+    msg.header.stamp = stamp
+    return msg
+
+
+def node_diagnostics(node_name: str, hardware_id: str,
+                     camera_summaries: Sequence[Tuple[str, Any]],
+                     model_summary: Optional[Any], stamp: Any) -> DiagnosticArray:
+    """Build the node's DiagnosticArray: one status per camera, one for a shared model.
+
+    Args:
+        node_name: the node's fully qualified name.
+        hardware_id: the device the model runs on.
+        camera_summaries: (camera name, '' for the single camera; its
+            `diagnostics.DiagnosticSummary`) per camera.
+        model_summary: the shared model's summary (several cameras), or None.
+        stamp: the header stamp (builtin_interfaces/Time).
+    """
+    statuses = [diagnostic_status(f'{node_name}: {camera or "depth"}', hardware_id, summary)
+                for camera, summary in camera_summaries]
+    if model_summary is not None:
+        statuses.append(diagnostic_status(f'{node_name}: model', hardware_id, model_summary))
+    msg = DiagnosticArray(status=statuses)
     msg.header.stamp = stamp
     return msg
 

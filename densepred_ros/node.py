@@ -10,10 +10,10 @@ starves and a silent one holds up nobody); the frames of a turn run one after an
 Configure reads the parameters and loads the model (a bad value or a failed load is a
 FAILURE with the reason logged); activate subscribes and starts the workers; deactivate
 stops both; cleanup frees the model. Callbacks only store the newest image per camera,
-camera_info and scans. A turn's frames go through two stages (`holder.TwoStageWorker`):
-stage 1 decodes the images and runs the model(s), stage 2 pairs the lidar scan, aligns,
-computes the outputs and publishes them with each image's header. On CUDA the stages
-overlap (two threads, one turn handed over).
+camera_info and scans. A turn's frames go through `worker.FrameWorker`'s two stages:
+stage 1 decodes the images and runs the model(s), stage 2 pairs the lidar scan (pose from
+`lidar_pose`), aligns, computes the outputs and publishes them with each image's header.
+On CUDA the stages overlap (two threads, one turn handed over).
 
 Faults: an undecodable message is skipped and counted ('decode errors'; a bad camera_info
 or scan only costs the frame its metric outputs); without a recent scan the relative
@@ -25,38 +25,24 @@ the alignment filter; SIGINT/SIGTERM (``main``) end the process within 2 s, a wo
 in inference is waited for at most `EXIT_JOIN_TIMEOUT` s.
 """
 
-import copy
-from dataclasses import dataclass
-import threading
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from densepred_ros import decode, geometry
+from densepred_ros import geometry
 from densepred_ros.camera import extrinsic_from_xyz_quat
-from densepred_ros.camera_io import CameraIO, FrameInput
+from densepred_ros.camera_io import camera_pipeline, CameraIO, FrameInput
 from densepred_ros.diagnostics import ModelStatistics, NodeStatistics
-from densepred_ros.holder import TwoStageWorker
-from densepred_ros.messages import (
-    decode_camera_and_scan, diagnostic_status, DIAGNOSTICS, encode_outputs, LIDAR, make_qos,
-    stamp_seconds)
+from densepred_ros.lidar_pose import TfLidarPose
+from densepred_ros.messages import DIAGNOSTICS, LIDAR, make_qos, node_diagnostics, stamp_seconds
 from densepred_ros.node_params import config_from_node, declare_parameters
 from densepred_ros.pairing import ScanPairing
 from densepred_ros.params import ConfigError, NodeConfig
-from densepred_ros.pipeline import DepthPipeline, Inference, load_pipeline, timed
-from densepred_ros.scheduler import FrameScheduler
+from densepred_ros.pipeline import DepthPipeline, load_pipeline
+from densepred_ros.worker import FrameWorker, InferredFrame
 from diagnostic_msgs.msg import DiagnosticArray
-import numpy as np
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
-from rclpy.time import Time
-from sensor_msgs.msg import CompressedImage, PointCloud2
-
-try:
-    import tf2_ros
-except ImportError:  # tf2_ros comes with a ROS distro, not with the PyPI message wheels
-    tf2_ros = None
+from sensor_msgs.msg import PointCloud2
 
 SCAN_BUFFER = 20
-WORKER_POLL = 0.1
 STOP_JOIN_TIMEOUT = 2.0
 EXIT_JOIN_TIMEOUT = 1.0
 #: Why the frames of one turn run one after another rather than as one batch.
@@ -64,29 +50,6 @@ PER_FRAME_REASON = ('per-frame loop: a batch through the torch VAE/UNet is not b
                     'to per-frame predict on the CPU (docs/cameras.md)')
 
 __all__ = ['DepthNode', 'FrameInput', 'InferredFrame', 'main', 'run']
-
-
-class _Fault(Exception):
-    """Raised inside a worker stage once the failures in a row reached the limit."""
-
-
-@dataclass
-class InferredFrame:
-    """A frame after inference, waiting for the rest of the pipeline.
-
-    Attributes:
-        camera: the camera it came from.
-        frame: the input messages.
-        inference: what the model(s) produced (with the decode and predict times).
-        stamp: the image stamp on the node's clock.
-        reset_alignment: the image stamps jumped back just before this frame.
-    """
-
-    camera: CameraIO
-    frame: FrameInput
-    inference: Inference
-    stamp: Time
-    reset_alignment: bool
 
 
 class DepthNode(Node):
@@ -108,23 +71,14 @@ class DepthNode(Node):
         self._pipeline: Optional[DepthPipeline] = None
         self._cameras: List[CameraIO] = []
         self._by_name: Dict[str, CameraIO] = {}
-        self._scheduler: FrameScheduler[FrameInput] = FrameScheduler([''], 1)
-        self.model_stats = ModelStatistics()
         self._lidar_sub = None
         self._diag_pub = None
         self._diag_timer = None
         self._pairing: Optional[ScanPairing[PointCloud2]] = None
-        self._last_scan_time: Optional[float] = None
-        # Stage 1 decodes and infers the frames of turn N+1 while stage 2 finishes and
-        # publishes those of turn N.
         self._overlap = overlap
-        self._worker = TwoStageWorker(self._scheduler, self._infer_batch, self._finish_batch,
-                                      self._on_worker_error, poll=WORKER_POLL,
-                                      name='densepred-worker')
-        self._failures_in_a_row = 0
-        self._failure_lock = threading.Lock()
-        self._tf_buffer = None
-        self._tf_listener = None
+        self._frames = FrameWorker(self, lambda: self._fault_guard.trigger())
+        self._worker = self._frames.threads
+        self._tf: Optional[TfLidarPose] = None
         self._state_label = 'unconfigured'
         self._geometry = ''
         self.last_error = ''
@@ -132,6 +86,11 @@ class DepthNode(Node):
         declare_parameters(self)
         # The worker thread asks the executor to run the fault transition.
         self._fault_guard = self.create_guard_condition(self._on_fault)
+
+    @property
+    def model_stats(self) -> ModelStatistics:
+        """The statistics of the shared model."""
+        return self._frames.model_stats
 
     @property
     def stats(self) -> NodeStatistics:
@@ -177,13 +136,6 @@ class DepthNode(Node):
         self._state_label = 'inactive'
         return TransitionCallbackReturn.SUCCESS
 
-    def _camera_pipeline(self) -> DepthPipeline:
-        """Return a pipeline on the shared model(s) with an aligner of its own."""
-        shared = self._pipeline
-        aligner = copy.deepcopy(shared.aligner) if shared.aligner is not None else None
-        return DepthPipeline(shared.predictor, shared.output, aligner,
-                             shared.normals_predictor)
-
     def _configure(self, config: NodeConfig) -> None:
         """Create the cameras, publishers, timer and tf listener; log what runs the models."""
         self.config = config
@@ -194,19 +146,18 @@ class DepthNode(Node):
         for name in names:
             own = config.camera_extrinsics.get(name)
             self._cameras.append(CameraIO(
-                name, self._pipeline if len(names) == 1 else self._camera_pipeline(),
+                name, self._pipeline if len(names) == 1 else camera_pipeline(self._pipeline),
                 extrinsic_from_xyz_quat(*own) if own is not None else None, default))
         self._by_name = {camera.name: camera for camera in self._cameras}
         out_qos = make_qos(config.qos.output_reliability, config.qos.depth)
         for camera in self._cameras:
             camera.create_publishers(self, out_qos)
-        self._scheduler = FrameScheduler(names, max_batch=len(names))
-        self._worker.source = self._scheduler
-        self.model_stats = ModelStatistics(PER_FRAME_REASON if len(names) > 1 else '')
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
-        self._setup_tf(config)
+        self._tf = TfLidarPose(self, config)
         self._pairing = ScanPairing(SCAN_BUFFER, config.alignment.max_time_offset, default)
+        self._frames.configure(config, self._cameras, self._pairing, self._tf,
+                               ModelStatistics(PER_FRAME_REASON if len(names) > 1 else ''))
         predictor = self._pipeline.predictor
         device = self._device_label()
         self._worker.overlap = (device.startswith('cuda') if self._overlap is None
@@ -235,7 +186,7 @@ class DepthNode(Node):
         """Subscribe to the inputs and start the inference worker."""
         config = self.config
         in_qos = make_qos(config.qos.input_reliability, config.qos.depth)
-        self._failures_in_a_row = 0
+        self._frames.reset_failures()
         for camera in self._cameras:
             if camera.pipeline.aligner is not None:
                 camera.pipeline.aligner.reset()  # the scale history ends with the activation
@@ -293,16 +244,6 @@ class DepthNode(Node):
 
     # Setup and teardown helpers ----------------------------------------------------------
 
-    def _setup_tf(self, config: NodeConfig) -> None:
-        if not (config.alignment.enabled and config.alignment.use_tf):
-            return
-        if tf2_ros is None:
-            self.get_logger().info('tf2_ros is not importable: using camera.N.extrinsic or '
-                                   'alignment.extrinsic for the lidar pose')
-            return
-        self._tf_buffer = tf2_ros.Buffer()
-        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
-
     def _stop_worker(self, timeout: float = STOP_JOIN_TIMEOUT) -> bool:
         """Stop the workers; return False when one still runs after timeout seconds."""
         if self._worker.stop(timeout):
@@ -329,9 +270,10 @@ class DepthNode(Node):
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
-        if self._tf_listener is not None and hasattr(self._tf_listener, 'unregister'):
-            self._tf_listener.unregister()
-        self._tf_listener = self._tf_buffer = self._pairing = None
+        if self._tf is not None:
+            self._tf.close()
+        self._tf = self._pairing = None
+        self._frames.release()
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.close()
@@ -354,7 +296,7 @@ class DepthNode(Node):
         last, camera.last_image_stamp = camera.last_image_stamp, stamp
         if last is not None and stamp < last:
             self._on_time_jump(camera, stamp, last)
-        replaced = self._scheduler.put(camera.name, FrameInput(msg, camera.camera_info))
+        replaced = self._frames.scheduler.put(camera.name, FrameInput(msg, camera.camera_info))
         camera.stats.record_input(replaced)
 
     def _on_time_jump(self, camera: CameraIO, stamp: float, last: float) -> None:
@@ -375,36 +317,7 @@ class DepthNode(Node):
         for camera in self._cameras:
             camera.stats.record_scan()
 
-    # Worker --------------------------------------------------------------------------------
-
-    def _on_worker_error(self, exc: Exception) -> bool:
-        """Handle an error raised past the per-frame handling; only `_Fault` ends the thread."""
-        if isinstance(exc, _Fault):
-            return False
-        return self._on_frame_error(exc, None)
-
-    def _on_frame_error(self, exc: Exception, camera: Optional[CameraIO]) -> bool:
-        """Count a failed frame; return False once the failures in a row reach the limit."""
-        component = _non_finite_component(exc)
-        stats = camera.stats if camera is not None else self.stats
-        stats.record_processing_error(component)
-        with self._failure_lock:
-            self._failures_in_a_row += 1
-            failures = self._failures_in_a_row
-        what = (f'{component} produced non-finite values' if component
-                else type(exc).__name__)
-        label = f'{camera.label}: ' if camera is not None and camera.name else ''
-        self.get_logger().error(f'{label}frame failed: {what}: {exc}',
-                                throttle_duration_sec=5.0)
-        limit = self.config.max_consecutive_failures
-        if limit and failures >= limit:
-            fault = (f'stopped after {failures} consecutive failed frames, '
-                     f'last: {type(exc).__name__}: {exc}')
-            for each in self._cameras:
-                each.stats.set_fault(fault)
-            self._fault_guard.trigger()
-            return False  # the fault transition (executor thread) deactivates the node
-        return True
+    # Faults and diagnostics --------------------------------------------------------------
 
     def _on_fault(self) -> None:
         """Deactivate after the worker reported a fault (runs on the executor thread)."""
@@ -415,159 +328,22 @@ class DepthNode(Node):
         self.get_logger().error(f'{fault}; deactivating (activate again to retry)')
         self.trigger_deactivate()
 
-    def _each(self, items: List[Any], stage: Any, camera_of: Any) -> List[Any]:
-        """Run stage on every item; a failing item is counted, the others go on."""
-        results = []
-        for item in items:
-            try:
-                result = stage(item)
-            except Exception as exc:  # one camera's bad frame must not cost the others
-                if self._worker.stopping:
-                    raise
-                if not self._on_frame_error(exc, camera_of(item)):
-                    raise _Fault() from exc
-                continue
-            if result is not None:
-                results.append(result)
-        return results
-
-    def _infer_batch(self, batch: List[Tuple[str, FrameInput]]) -> Optional[List[InferredFrame]]:
-        """Stage 1: decode and run the model on the newest frame of each camera in the turn."""
-        started = time.perf_counter()
-        inferred = self._each(batch, lambda item: self._infer(self._by_name[item[0]], item[1]),
-                              lambda item: self._by_name[item[0]])
-        if inferred:
-            self.model_stats.record_batch(len(inferred), time.perf_counter() - started)
-        return inferred or None
-
-    def _finish_batch(self, inferred: List[InferredFrame]) -> None:
-        """Stage 2: finish and publish every frame of the turn."""
-        self._each(inferred, self._finish, lambda item: item.camera)
-
-    def _infer(self, camera: CameraIO, frame: FrameInput) -> Optional[InferredFrame]:
-        """Decode one camera's image and run the model(s); None when the frame ends here."""
-        stats, logger = camera.stats, self.get_logger()
-        wanted = camera.wanted()
-        if not wanted:
-            stats.record_idle_skip()
-            if not stats.idle_no_subscribers:
-                stats.idle_no_subscribers = True
-                logger.info(f'{camera.label}: no subscribers to any output: skipping '
-                            f'inference until someone subscribes')
-            return None
-        if stats.idle_no_subscribers:
-            stats.idle_no_subscribers = False
-            logger.info(f'{camera.label}: an output has a subscriber: resuming inference')
-
-        config = self.config
-        stamp = Time.from_msg(frame.image.header.stamp, clock_type=self.get_clock().clock_type)
-        age = (self.get_clock().now() - stamp).nanoseconds * 1e-9
-        if config.max_age > 0 and age > config.max_age:
-            stats.record_stale()
-            logger.warning(f'dropping a frame {age:.3f} s old (max_age {config.max_age} s)',
-                           throttle_duration_sec=5.0)
-            return None
-        timings: Dict[str, float] = {}
-        try:
-            with timed(timings, 'decode'):
-                if isinstance(frame.image, CompressedImage):
-                    rgb = decode.compressed_to_rgb(frame.image, config.max_image_pixels)
-                else:
-                    rgb = decode.image_to_rgb(frame.image)
-        except decode.DecodeError as exc:
-            stats.record_decode_error()
-            logger.warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
-            return None
-        inference = camera.pipeline.infer(rgb, wanted)
-        inference.timings.update(timings)
-        reset = camera.time_reset.is_set()
-        camera.time_reset.clear()
-        return InferredFrame(camera, frame, inference, stamp, reset)
-
-    def _finish(self, inferred: InferredFrame) -> None:
-        """Pair the lidar, run the rest of the pipeline, encode and publish one frame."""
-        camera = inferred.camera
-        pipeline, stats = camera.pipeline, camera.stats
-        if inferred.reset_alignment and pipeline.aligner is not None:
-            pipeline.aligner.reset()
-        image = inferred.frame.image
-        scan, T_cam_lidar, reason = self._paired_scan(camera, image)
-        inputs = decode_camera_and_scan(inferred.frame.camera_info, scan,
-                                        pipeline.aligner is not None, reason)
-        inferred.inference.timings['decode'] += inputs.seconds
-        result = pipeline.finish(inferred.inference, inputs.camera, inputs.lidar_points,
-                                 T_cam_lidar, inputs.no_points_reason)
-        for error in inputs.errors + result.input_errors:
-            stats.record_decode_error()
-            self.get_logger().warning(error, throttle_duration_sec=5.0)
-        messages = encode_outputs(result, image.header)
-        if self._worker.stopping:
-            return
-        for topic, msg in messages.items():
-            camera.outputs[topic].publish(msg)
-        with self._failure_lock:
-            self._failures_in_a_row = 0
-        latency = (self.get_clock().now() - inferred.stamp).nanoseconds * 1e-9
-        stats.record_output(latency if latency >= 0 else None, result.inference_time,
-                            result.timings)
-        fit = result.alignment
-        stats.record_alignment(result.aligned, result.alignment_reason, *(
-            (fit.n_points, fit.n_inliers, fit.median_rel_error, fit.scale, fit.shift)
-            if fit is not None else ()))
-
-    def _paired_scan(self, camera: CameraIO, image: Any
-                     ) -> Tuple[Optional[PointCloud2], Optional[np.ndarray], str]:
-        """Return (scan, T_cam_lidar, reason): the scan nearest in time to the image."""
-        if not self.config.alignment.enabled:
-            return None, None, 'alignment disabled'
-        scan, _, reason = self._pairing.paired(stamp_seconds(image.header.stamp))
-        if scan is None:
-            return None, None, reason
-        lookup = self._tf_lookup if self._tf_buffer is not None else None
-        try:
-            return scan, camera.lidar_pose(scan, image.header.frame_id, lookup), ''
-        except LookupError as exc:
-            return None, None, str(exc)
-
-    def _tf_lookup(self, scan: PointCloud2, image_frame: str) -> np.ndarray:
-        """Return T_cam_lidar from tf2 at the scan's stamp; LookupError when unknown."""
-        try:
-            tf = self._tf_buffer.lookup_transform(
-                image_frame, scan.header.frame_id, Time.from_msg(scan.header.stamp))
-        except tf2_ros.TransformException as exc:
-            raise LookupError(
-                f'no transform {image_frame} <- {scan.header.frame_id}: {exc}') from exc
-        t, q = tf.transform.translation, tf.transform.rotation
-        return extrinsic_from_xyz_quat(t.x, t.y, t.z, q.x, q.y, q.z, q.w)
-
-    # Diagnostics ---------------------------------------------------------------------------
-
     def _publish_diagnostics(self) -> None:
         if self._diag_pub is None or self.config is None:
             return
-        name, device = self.get_fully_qualified_name(), self._device_label()
+        device, backend = self._device_label(), self._backend_label()
         extra = [('geometry kernels', self._geometry),
                  ('image transport', self.config.image_transport)]
-        statuses = []
-        for camera in self._cameras:
-            summary = camera.stats.summary(
-                self._state_label, backend=self._backend_label(), device=device,
-                alignment_wanted=self.config.alignment.enabled,
-                extra=extra + ([('camera', camera.name)] if camera.name else []))
-            statuses.append(diagnostic_status(f'{name}: {camera.name or "depth"}', device,
-                                              summary))
-        if len(self._cameras) > 1:
-            statuses.append(diagnostic_status(f'{name}: model', device, self.model_stats.summary(
-                self._state_label, backend=self._backend_label(), device=device)))
-        msg = DiagnosticArray(status=statuses)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
-
-
-def _non_finite_component(exc: Exception) -> str:
-    """Return the model component a `models.NonFiniteError` blames, else ''."""
-    from densepred_ros.models.backends.guard import NonFiniteError  # torch is loaded by now
-    return exc.component if isinstance(exc, NonFiniteError) else ''
+        cameras = [(camera.name, camera.stats.summary(
+            self._state_label, backend=backend, device=device,
+            alignment_wanted=self.config.alignment.enabled,
+            extra=extra + ([('camera', camera.name)] if camera.name else [])))
+            for camera in self._cameras]
+        model = (self.model_stats.summary(self._state_label, backend=backend, device=device)
+                 if len(self._cameras) > 1 else None)
+        self._diag_pub.publish(node_diagnostics(
+            self.get_fully_qualified_name(), device, cameras, model,
+            self.get_clock().now().to_msg()))
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:
