@@ -1,5 +1,4 @@
-"""The per-frame pipeline without ROS: an oracle model must give the true depth; the torch
-path (device_geometry) must give the numpy path's outputs."""
+"""The per-frame pipeline without ROS: true depth from an oracle, torch path = numpy path."""
 
 from densepred_ros.alignment import TemporalAligner
 from densepred_ros.models import load_predictor, ModelSpec, Prediction, PredictorOptions
@@ -93,7 +92,7 @@ def test_depth_order_is_the_one_display_rule() -> None:
 
 
 def _assert_same_result(device: FrameResult, host: FrameResult) -> None:
-    """The torch path's outputs against the numpy path's (tolerances of issue 17)."""
+    """Compare the torch path's outputs with the numpy path's (tolerances of issue 17)."""
     assert device.aligned == host.aligned and device.alignment_reason == host.alignment_reason
     for name in ('metric', 'normals', 'depth_color', 'normals_color', 'points',
                  'point_colors'):
