@@ -7,14 +7,20 @@ the alignment filter from frame to frame); `process` runs both. The node, the de
 soak and bench scripts and the bag tool all run frames through this class; decoding
 and encoding ROS messages stays outside it (`messages.py`).
 
+With `device_geometry` on (by default when the model runs on CUDA), normals from depth,
+colour maps and points are computed with torch on the prediction's device
+(`geometry_torch`, imported only then) from the host's aligned metric depth, uploaded
+once; each output comes back to the host once, as numpy, for encoding.
+
 Conventions: images are H×W×3 uint8 RGB; depth follows REP 118 (float32 metres along the
 optical axis, NaN unknown, +inf beyond range); points and normals are in the camera
 optical frame (REP 103: x right, y down, z forward), metres.
 """
 
 from dataclasses import dataclass, field
+import inspect
 import time
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Union
 
 from densepred_ros import geometry
 from densepred_ros.alignment import AlignmentResult, TemporalAligner
@@ -65,6 +71,8 @@ class Inference:
             unknown), or None (no normals model, or no normals output wanted).
         wanted: the outputs asked for.
         timings: seconds per stage so far ('predict', and 'decode' when the caller adds it).
+        relative_tensor, normals_tensor: `relative` and `normals` as torch tensors on the
+            model's device when the model handed them out (`Prediction.tensor`), else None.
     """
 
     rgb: np.ndarray
@@ -73,6 +81,8 @@ class Inference:
     normals: Optional[np.ndarray]
     wanted: FrozenSet[str]
     timings: Dict[str, float] = field(default_factory=dict)
+    relative_tensor: Any = None
+    normals_tensor: Any = None
 
 
 @dataclass
@@ -156,16 +166,29 @@ class DepthPipeline:
         aligner: metric alignment with a temporal prior, or None to never align.
         normals_predictor: optional normals model; without it normals come from the
             metric depth.
+        device_geometry: compute normals from depth, colour maps and points with torch on
+            the model's device: 'auto' (on when the depth model runs on CUDA), True (also
+            on the CPU, with CPU tensors) or False (numpy only).
+
+    Raises:
+        ValueError: device_geometry is not 'auto', True or False.
     """
 
     def __init__(self, predictor: Any, output: OutputConfig,
                  aligner: Optional[TemporalAligner] = None,
-                 normals_predictor: Any = None) -> None:
+                 normals_predictor: Any = None,
+                 device_geometry: Union[bool, str] = 'auto') -> None:
         """Keep the models and settings."""
+        if device_geometry not in ('auto', True, False):
+            raise ValueError(f"device_geometry must be 'auto', True or False, "
+                             f'got {device_geometry!r}')
         self.predictor = predictor
         self.output = output
         self.aligner = aligner
         self.normals_predictor = normals_predictor
+        if device_geometry == 'auto':
+            device_geometry = self.device_label().split(':')[0] == 'cuda'
+        self.device_geometry = bool(device_geometry)
 
     @property
     def space(self) -> str:
@@ -213,11 +236,20 @@ class DepthPipeline:
         wanted = frozenset(OUTPUTS if wanted is None else wanted)
         timings: Dict[str, float] = {}
         with timed(timings, 'predict'):
-            relative = self.predictor.predict(rgb).values
+            depth = self._predict(self.predictor, rgb)
             normals = None
             if self.normals_predictor is not None and wanted & NORMALS_OUTPUTS:
-                normals = self.normals_predictor.predict(rgb).values
-        return Inference(rgb, self.space, relative, normals, wanted, timings)
+                normals = self._predict(self.normals_predictor, rgb)
+        return Inference(rgb, self.space, depth.values,
+                         None if normals is None else normals.values, wanted, timings,
+                         relative_tensor=depth.tensor,
+                         normals_tensor=None if normals is None else normals.tensor)
+
+    def _predict(self, predictor: Any, rgb: np.ndarray) -> Any:
+        """Run one model, asking for its device tensor when geometry runs on the device."""
+        if self.device_geometry and _accepts_keep_tensor(predictor):
+            return predictor.predict(rgb, keep_tensor=True)
+        return predictor.predict(rgb)
 
     def finish(self, inference: Inference, camera: Optional[CameraModel] = None,
                lidar_points: Optional[np.ndarray] = None,
@@ -246,6 +278,9 @@ class DepthPipeline:
             except ValueError as exc:
                 out.input_errors.append(f'camera_info unusable: {exc}')
         out.metric = self._align(out, lidar_points, T_cam_lidar, no_points_reason)
+        if self.device_geometry:
+            self._finish_on_device(out, inference)
+            return out
 
         if wanted & NORMALS_OUTPUTS:
             if inference.normals is not None:
@@ -268,6 +303,58 @@ class DepthPipeline:
                 if self.output.points_color:
                     out.point_colors = rgb[::stride, ::stride]
         return out
+
+    def _finish_on_device(self, out: FrameResult, inference: Inference) -> None:
+        """Compute normals, colour maps and points of out with torch (see the module doc).
+
+        The published metric depth is the host's (global fit, local correction, edge
+        filter), so it is uploaded once rather than rebuilt from the prediction tensor;
+        every output is copied back to the host once.
+        """
+        from densepred_ros import geometry_torch as gt
+        import torch
+
+        wanted, rgb = out.wanted, inference.rgb
+        tensor = inference.relative_tensor
+        device = tensor.device if tensor is not None else _torch_device(self.device_label())
+        metric = None
+
+        def metric_tensor() -> Any:
+            nonlocal metric
+            if metric is None:
+                metric = torch.from_numpy(out.metric).to(device)
+            return metric
+
+        normals = None
+        if wanted & NORMALS_OUTPUTS:
+            if inference.normals is not None:
+                out.normals = inference.normals
+                normals = inference.normals_tensor
+            elif out.metric is not None:
+                with timed(out.timings, 'normals'):
+                    normals = gt.normals_from_depth(metric_tensor(), out.camera)
+                    out.normals = gt.to_numpy(normals)
+        with timed(out.timings, 'colour maps'):
+            if DEPTH_COLOR in wanted:
+                if out.metric is not None:
+                    shown = metric_tensor()
+                else:
+                    relative = tensor if tensor is not None else torch.from_numpy(
+                        out.relative).to(device)
+                    shown = depth_order(relative, out.space)
+                out.depth_color = gt.to_numpy(gt.colorize_depth(shown))
+            if out.normals is not None and NORMALS_COLOR in wanted:
+                if normals is None:
+                    normals = torch.from_numpy(out.normals).to(device)
+                out.normals_color = gt.to_numpy(gt.colorize_normals(normals))
+        if out.metric is not None and POINTS in wanted and self.output.publish_points:
+            with timed(out.timings, 'points'):
+                stride = self.output.points_stride
+                out.points = gt.to_numpy(gt.depth_to_points(
+                    metric_tensor(), out.camera, stride=stride,
+                    max_depth=self.output.max_depth))
+                if self.output.points_color:
+                    out.point_colors = rgb[::stride, ::stride]
 
     def _align(self, out: FrameResult, lidar_points: Optional[np.ndarray],
                T_cam_lidar: Optional[np.ndarray], no_points_reason: str
@@ -296,6 +383,24 @@ class DepthPipeline:
                 depth = depth.copy()
                 depth[geometry.depth_edge_mask(depth, self.output.edge_threshold)] = np.nan
         return depth
+
+
+def _accepts_keep_tensor(predictor: Any) -> bool:
+    """Return True when predictor.predict takes keep_tensor (it can hand out a tensor)."""
+    try:
+        return 'keep_tensor' in inspect.signature(predictor.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _torch_device(label: str) -> Any:
+    """Return the torch device named by label ('cpu' when it names none)."""
+    import torch
+
+    try:
+        return torch.device(label or 'cpu')
+    except (RuntimeError, ValueError):
+        return torch.device('cpu')
 
 
 def load_pipeline(config: NodeConfig) -> DepthPipeline:

@@ -273,11 +273,15 @@ class Prediction:
             scale and shift are unknown), or H×W×3 unit normals in the camera optical
             frame (x right, y down, z forward; normals face the camera, so z <= 0).
         uncertainty: optional H×W float32 (Marigold with ensembling), same units as values.
+        tensor: optional torch tensor holding `values` on the predictor's device (Lotus
+            with ``predict(..., keep_tensor=True)``), for work that stays on that device;
+            None otherwise.
     """
 
     space: str
     values: np.ndarray
     uncertainty: Optional[np.ndarray] = None
+    tensor: Any = None
 
 
 class Predictor(Protocol):

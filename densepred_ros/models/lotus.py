@@ -316,16 +316,26 @@ class LotusPredictor:
         return decoded.to(self.device, torch.float32)
 
     @torch.no_grad()
-    def predict(self, rgb: np.ndarray) -> Prediction:
+    def predict(self, rgb: np.ndarray, keep_tensor: bool = False) -> Prediction:
         """Predict depth, disparity or normals for one image.
 
         Args:
             rgb: H×W×3 uint8 RGB image.
+            keep_tensor: also hand out the values as a float32 tensor on this predictor's
+                device (`Prediction.tensor`): the same memory on the CPU, one upload of
+                the host values on CUDA, so `values` stay exactly those without it.
 
         Returns:
             A Prediction at H×W: depth/disparity in [0, 1] (float32), or unit normals in
             the camera optical frame.
         """
+        prediction = self._predict(rgb)
+        if not keep_tensor:
+            return prediction
+        tensor = torch.from_numpy(np.ascontiguousarray(prediction.values)).to(self.device)
+        return Prediction(prediction.space, prediction.values, tensor=tensor)
+
+    def _predict(self, rgb: np.ndarray) -> Prediction:
         runtime.check_rgb(rgb)
         height, width = rgb.shape[:2]
         image = runtime.rgb_to_tensor(rgb)                                # 1×3×H×W
