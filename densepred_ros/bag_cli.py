@@ -495,12 +495,8 @@ def process_bag(args: argparse.Namespace) -> BagSummary:
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of `densepred bag`."""
-    parser.add_argument('input', help='input rosbag2 (folder, .mcap or .db3)')
-    parser.add_argument('output', help='output rosbag2 folder (must not exist)')
-    parser.add_argument('--model', required=True, help='depth checkpoint (diffusers folder)')
-    parser.add_argument('--normals-model', default='', help='optional normals checkpoint')
+def add_input_arguments(parser: Any) -> None:
+    """Add the options that choose the frames of a bag (`densepred bag`, `train --bag`)."""
     parser.add_argument('--image-topic', default=None,
                         help="Image or CompressedImage topic (default: the bag's only one)")
     parser.add_argument('--camera-info-topic', default=None,
@@ -513,13 +509,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'chain between them')
     parser.add_argument('--params', default=None,
                         help="the node's parameter YAML, so that bag and node run alike")
+    parser.add_argument('--start', type=float, default=0.0,
+                        help='seconds after the bag start to begin at')
+    parser.add_argument('--duration', type=float, default=None, help='seconds to use')
+    parser.add_argument('--every', type=int, default=1, help='use every Nth image')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `densepred bag`."""
+    parser.add_argument('input', help='input rosbag2 (folder, .mcap or .db3)')
+    parser.add_argument('output', help='output rosbag2 folder (must not exist)')
+    parser.add_argument('--model', required=True, help='depth checkpoint (diffusers folder)')
+    parser.add_argument('--normals-model', default='', help='optional normals checkpoint')
+    add_input_arguments(parser)
     parser.add_argument('--namespace', default='/densepred',
                         help='namespace of the output topics (default /densepred)')
     parser.add_argument('--storage', default='mcap', choices=bag.STORAGES)
-    parser.add_argument('--start', type=float, default=0.0,
-                        help='seconds after the bag start to begin at')
-    parser.add_argument('--duration', type=float, default=None, help='seconds to process')
-    parser.add_argument('--every', type=int, default=1, help='process every Nth image')
     parser.add_argument('--no-copy', dest='copy', action='store_false',
                         help='write only the outputs, not a copy of the input messages')
     parser.add_argument('--device', default='', help="model device (default: the params')")

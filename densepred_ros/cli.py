@@ -302,17 +302,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate_alignment(args: argparse.Namespace) -> int:
-    """`densepred evaluate-alignment` with its folders and numbers checked first."""
+    """`densepred evaluate-alignment` (it checks its folders and numbers first)."""
     from densepred_ros import evaluation
-    for flag, folder in (('--data', args.data), ('--predictions', args.predictions)):
-        if folder is not None and not folder.is_dir():
-            raise UserError(f'{flag}: not a folder', folder)
-    if args.points < 2:
-        raise UserError('--points must be >= 2', args.points)
-    if not 0.0 <= args.noise < 1.0:
-        raise UserError('--noise must be in [0, 1)', args.noise)
-    if not args.max_depth > 0.0:
-        raise UserError('--max-depth must be > 0', args.max_depth)
     return evaluation.run(args)
 
 

@@ -95,22 +95,8 @@ def add_bag_arguments(group) -> None:
                        help="share of each recording's time span held out (default 0.2)")
     group.add_argument('--val-gap', type=float, default=5.0,
                        help='seconds dropped before the held-out part (default 5)')
-    group.add_argument('--image-topic', default=None,
-                       help="Image or CompressedImage topic (default: the bag's only one)")
-    group.add_argument('--camera-info-topic', default=None,
-                       help='CameraInfo topic (default: the one beside the image topic)')
-    group.add_argument('--lidar-topic', default=None,
-                       help="PointCloud2 topic (default: the bag's only one)")
-    group.add_argument('--extrinsic', type=float, nargs=7, default=None,
-                       metavar=('X', 'Y', 'Z', 'QX', 'QY', 'QZ', 'QW'),
-                       help='lidar pose in the camera optical frame, when the bag has no tf '
-                            'chain between them')
-    group.add_argument('--params', default=None,
-                       help="the node's parameter YAML (scan pairing: alignment.*)")
-    group.add_argument('--start', type=float, default=0.0,
-                       help='seconds after the bag start to begin at')
-    group.add_argument('--duration', type=float, default=None, help='seconds to use')
-    group.add_argument('--every', type=int, default=1, help='use every Nth image')
+    from densepred_ros.bag_cli import add_input_arguments
+    add_input_arguments(group)
     group.add_argument('--min-points', type=int, default=50,
                        help='skip frames with fewer projected lidar points (default 50)')
     group.add_argument('--train-size', type=int, default=None,
