@@ -6,7 +6,6 @@ for the same frame; a silent camera holds up nobody; bad configurations fail con
 """
 
 from densepred_ros import decode, encode
-from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.feeder import Feeder, LIDAR_FRAME, wait_for
 from densepred_ros.models import ModelSpec, Prediction
 from densepred_ros.params import valid_camera_name
@@ -16,30 +15,15 @@ from densepred_ros.synthetic.poses import (
     invert_transform, make_transform, rig_lidar_transform, rotation_from_ypr)
 from densepred_ros.synthetic.render import make_camera
 from densepred_ros.synthetic.scenes import make_scene
-from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
-    DEADLINE, extrinsic_parameter, HEIGHT, Rig, ros_session, state_id, WIDTH)
+    DEADLINE, extrinsic_parameter, HEIGHT, Rig, state_id, WIDTH)
 import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_msgs.msg import Header
 
-DOMAIN_ID = reserve_domain_id()
 CAMERAS = {'front': 0.0, 'left': 0.6, 'right': -0.6}   # yaw on the rig, radians
-
-
-@pytest.fixture(scope='module')
-def ros():
-    """Initialise rclpy once for the module, on its own domain."""
-    yield from ros_session(DOMAIN_ID)
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    """Write a tiny random-weight Lotus-G depth model (its path is what configure loads)."""
-    path = tmp_path_factory.mktemp('cameras') / 'lotus-depth-g'
-    return str(write_tiny_lotus(path, variant='g', space='depth', processing_resolution=64))
 
 
 @pytest.fixture(scope='module')

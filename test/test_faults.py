@@ -21,12 +21,11 @@ from densepred_ros.diagnostics import ERROR, NodeStatistics, WARN
 from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.feeder import wait_for
 from densepred_ros.params import ConfigError, MAX_PROCESSING_RESOLUTION, NodeConfig
-from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
     DEADLINE, diagnostic_statuses, diagnostics, extrinsic_parameter, feed_other_process, HEIGHT,
-    OraclePredictor, rig_factory, ros_session, stamp_header, state_id, WIDTH)
+    OraclePredictor, stamp_header, state_id, WIDTH)
 import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -34,34 +33,8 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = reserve_domain_id()
 SUBPROCESS_DOMAIN_IDS = (reserve_domain_id(), reserve_domain_id())
 ERROR_LEVEL = b'\x02'
-
-
-@pytest.fixture(scope='module')
-def ros():
-    """Initialise rclpy once for the module, on its own domain."""
-    yield from ros_session(DOMAIN_ID)
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    """Write a tiny random-weight Lotus-G depth model."""
-    path = tmp_path_factory.mktemp('faults') / 'lotus-depth-g'
-    return str(write_tiny_lotus(path, variant='g', space='depth', processing_resolution=64))
-
-
-@pytest.fixture(scope='module')
-def frame():
-    """Render an indoor scene seen by a 96×72 camera and a 32-beam lidar."""
-    return make_frame(seed=3, kind='indoor', width=WIDTH, height=HEIGHT, beams=32)
-
-
-@pytest.fixture
-def make_rig(ros, request):
-    """Make rigs (node + helper) namespaced after the test."""
-    yield from rig_factory(request)
 
 
 @pytest.fixture

@@ -23,13 +23,11 @@ from densepred_ros.geometry import unpack_rgb
 from densepred_ros.messages import decode_camera_and_scan, encode_outputs
 from densepred_ros.params import NodeConfig
 from densepred_ros.pipeline import DepthPipeline, OUTPUTS
-from densepred_ros.synthetic import make_frame
 from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
 from node_rig import (
     assert_header, DEADLINE, diagnostics, extrinsic_parameter, feed_other_process, FRAME_ID,
-    HEIGHT,
-    OraclePredictor, rig_factory, ros_session, state_id, WIDTH)
+    HEIGHT, OraclePredictor, state_id, WIDTH)
 import numpy as np
 from precision import fp32_bound
 import pytest
@@ -39,21 +37,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_ID = reserve_domain_id()
 SUBPROCESS_DOMAIN_ID = reserve_domain_id()
-
-
-@pytest.fixture(scope='module')
-def ros():
-    """Initialise rclpy once for the module, on its own domain."""
-    yield from ros_session(DOMAIN_ID)
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    """Write a tiny random-weight Lotus-G depth model: meaningless values, real code path."""
-    path = tmp_path_factory.mktemp('node') / 'lotus-depth-g'
-    return str(write_tiny_lotus(path, variant='g', space='depth', processing_resolution=64))
 
 
 @pytest.fixture(scope='module')
@@ -61,18 +45,6 @@ def normals_checkpoint(tmp_path_factory) -> str:
     """Write a tiny random-weight Lotus-G normals model."""
     path = tmp_path_factory.mktemp('node') / 'lotus-normals-g'
     return str(write_tiny_lotus(path, variant='g', space='normals', processing_resolution=64))
-
-
-@pytest.fixture(scope='module')
-def frame():
-    """Render an indoor scene seen by a 96×72 camera and a 32-beam lidar."""
-    return make_frame(seed=3, kind='indoor', width=WIDTH, height=HEIGHT, beams=32)
-
-
-@pytest.fixture
-def make_rig(ros, request):
-    """Make rigs (node + helper) namespaced after the test."""
-    yield from rig_factory(request)
 
 
 def test_tiny_checkpoint_end_to_end(make_rig, checkpoint, frame) -> None:

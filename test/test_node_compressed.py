@@ -5,46 +5,14 @@ import struct
 import zlib
 
 from densepred_ros import decode
-from densepred_ros.domain_ids import reserve_domain_id
 from densepred_ros.feeder import stamp_key, wait_for
 from densepred_ros.params import NodeConfig
 from densepred_ros.pipeline import load_pipeline
-from densepred_ros.synthetic import make_frame
-from densepred_ros.testing import write_tiny_lotus
 from lifecycle_msgs.msg import State as StateMsg
-from node_rig import (
-    diagnostics, extrinsic_parameter, HEIGHT, rig_factory, ros_session, state_id, WIDTH)
+from node_rig import diagnostics, extrinsic_parameter, state_id
 import numpy as np
 from PIL import Image as PilImage
-import pytest
 from sensor_msgs.msg import CompressedImage
-
-DOMAIN_ID = reserve_domain_id()
-
-
-@pytest.fixture(scope='module')
-def ros():
-    """Initialise rclpy once for the module, on its own domain."""
-    yield from ros_session(DOMAIN_ID)
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory) -> str:
-    """Write a tiny random-weight Lotus-G depth model: meaningless values, real code path."""
-    path = tmp_path_factory.mktemp('compressed') / 'lotus-depth-g'
-    return str(write_tiny_lotus(path, variant='g', space='depth', processing_resolution=64))
-
-
-@pytest.fixture(scope='module')
-def frame():
-    """Render an indoor scene seen by a 96×72 camera and a 32-beam lidar."""
-    return make_frame(seed=3, kind='indoor', width=WIDTH, height=HEIGHT, beams=32)
-
-
-@pytest.fixture
-def make_rig(ros, request):
-    """Make rigs (node + helper) namespaced after the test."""
-    yield from rig_factory(request)
 
 
 def _compressed(rgb: np.ndarray, fmt: str, ros_format: str, **kwargs) -> CompressedImage:
