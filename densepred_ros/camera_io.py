@@ -124,4 +124,5 @@ class CameraIO:
 def camera_pipeline(shared: DepthPipeline) -> DepthPipeline:
     """Return a pipeline on the shared model(s) with an aligner of its own (one camera's)."""
     aligner = copy.deepcopy(shared.aligner) if shared.aligner is not None else None
-    return DepthPipeline(shared.predictor, shared.output, aligner, shared.normals_predictor)
+    return DepthPipeline(shared.predictor, shared.output, aligner, shared.normals_predictor,
+                         device_geometry=shared.device_geometry)

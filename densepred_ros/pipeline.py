@@ -189,6 +189,10 @@ class DepthPipeline:
         if device_geometry == 'auto':
             device_geometry = self.device_label().split(':')[0] == 'cuda'
         self.device_geometry = bool(device_geometry)
+        # Which models hand out their prediction as a device tensor, decided once.
+        self._keeps_tensor = {
+            id(model) for model in (predictor, normals_predictor)
+            if model is not None and self.device_geometry and _accepts_keep_tensor(model)}
 
     @property
     def space(self) -> str:
@@ -247,7 +251,7 @@ class DepthPipeline:
 
     def _predict(self, predictor: Any, rgb: np.ndarray) -> Any:
         """Run one model, asking for its device tensor when geometry runs on the device."""
-        if self.device_geometry and _accepts_keep_tensor(predictor):
+        if id(predictor) in self._keeps_tensor:
             return predictor.predict(rgb, keep_tensor=True)
         return predictor.predict(rgb)
 
