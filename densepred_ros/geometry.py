@@ -103,6 +103,15 @@ def _delivered_camera(depth: np.ndarray, camera: CameraModel) -> CameraModel:
     return cam
 
 
+def check_points_options(stride: float, max_depth: float) -> int:
+    """Return the point-cloud stride as an int; ValueError for a bad stride or max_depth."""
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f'stride must be an integer ≥ 1, got {stride!r}')
+    if not max_depth > 0:
+        raise ValueError(f'max_depth must be > 0, got {max_depth!r}')
+    return int(stride)
+
+
 def depth_to_points(depth: np.ndarray, camera: CameraModel, stride: int = 1,
                     max_depth: float = math.inf) -> np.ndarray:
     """Back-project a metric depth image into an organized point image.
@@ -126,11 +135,7 @@ def depth_to_points(depth: np.ndarray, camera: CameraModel, stride: int = 1,
     """
     depth = np.asarray(depth)
     cam = _delivered_camera(depth, camera)
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f'stride must be an integer ≥ 1, got {stride!r}')
-    if not max_depth > 0:
-        raise ValueError(f'max_depth must be > 0, got {max_depth!r}')
-    stride = int(stride)
+    stride = check_points_options(stride, max_depth)
     fx, fy, cx, cy = cam.intrinsics(rectified=True)
     z = np.array(depth[::stride, ::stride], dtype=np.float32)
     u = np.arange(0, depth.shape[1], stride, dtype=np.float64)

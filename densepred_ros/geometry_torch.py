@@ -12,7 +12,8 @@ import math
 from typing import Optional, Sequence, Tuple
 
 from densepred_ros.camera import CameraModel
-from densepred_ros.geometry import Color, colormap_lut, linear_percentiles
+from densepred_ros.geometry import (
+    check_points_options, Color, colormap_lut, linear_percentiles)
 import numpy as np
 import torch
 
@@ -81,11 +82,7 @@ def depth_to_points(depth: torch.Tensor, camera: CameraModel, stride: int = 1,
         frame, on depth's device; NaN where depth is NaN, ±inf, ≤ 0 or above max_depth.
     """
     cam = _camera_for(depth, camera)
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f'stride must be an integer ≥ 1, got {stride!r}')
-    if not max_depth > 0:
-        raise ValueError(f'max_depth must be > 0, got {max_depth!r}')
-    stride = int(stride)
+    stride = check_points_options(stride, max_depth)
     fx, fy, cx, cy = cam.intrinsics(rectified=True)
     z = depth[::stride, ::stride].to(torch.float32)
     valid = (z > 0) & ((z <= max_depth) if max_depth < math.inf else (z < math.inf))

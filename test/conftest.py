@@ -50,3 +50,14 @@ def make_rig(ros, request):
     """Make rigs (node + helper) namespaced after the test."""
     from node_rig import rig_factory
     yield from rig_factory(request)
+
+
+@pytest.fixture(params=['numpy', 'numba'])
+def kernels(request, monkeypatch):
+    """Run the test with geometry's numpy path, then with its numba kernels."""
+    from densepred_ros import geometry
+    loaded = geometry._load_kernels()
+    if request.param == 'numba' and loaded is None:
+        pytest.skip('numba is not installed')
+    monkeypatch.setattr(geometry, '_kernels', loaded if request.param == 'numba' else None)
+    return request.param

@@ -18,15 +18,8 @@ import pytest
 
 
 _NUMBA = geometry._load_kernels()
-
-
-@pytest.fixture(autouse=True, params=['numpy', 'numba'])
-def kernels(request, monkeypatch):
-    """Run the test with the numpy path, then with the numba kernels."""
-    if request.param == 'numba' and _NUMBA is None:
-        pytest.skip('numba is not installed')
-    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
-    return request.param
+# Every test runs with geometry's numpy path, then with its numba kernels (conftest).
+pytestmark = pytest.mark.usefixtures('kernels')
 
 
 def _cam(width=64, height=48, fx=50.0, fy=55.0, cx=31.5, cy=23.5):

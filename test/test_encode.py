@@ -3,7 +3,6 @@
 import struct
 import sys
 
-from densepred_ros import geometry
 from densepred_ros.camera import CameraModel
 from densepred_ros.encode import (
     camera_info_for, copy_header, depth_to_image, float_to_image, normals_to_image,
@@ -14,16 +13,6 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 NATIVE = '<' if sys.byteorder == 'little' else '>'
-_NUMBA = geometry._load_kernels()
-
-
-@pytest.fixture(params=['numpy', 'numba'])
-def kernels(request, monkeypatch):
-    """Encode point clouds with the numpy path, then with the numba kernel."""
-    if request.param == 'numba' and _NUMBA is None:
-        pytest.skip('numba is not installed')
-    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
-    return request.param
 
 
 @pytest.fixture

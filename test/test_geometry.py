@@ -17,15 +17,8 @@ import pytest
 W, H = 64, 48
 FX, FY, CX, CY = 60.0, 55.0, 31.5, 23.0
 _NUMBA = geometry._load_kernels()
-
-
-@pytest.fixture(autouse=True, params=['numpy', 'numba'])
-def kernels(request, monkeypatch):
-    """Run the test with geometry's numpy path, then with its numba kernels."""
-    if request.param == 'numba' and _NUMBA is None:
-        pytest.skip('numba is not installed')
-    monkeypatch.setattr(geometry, '_kernels', _NUMBA if request.param == 'numba' else None)
-    return request.param
+# Every test runs with geometry's numpy path, then with its numba kernels (conftest).
+pytestmark = pytest.mark.usefixtures('kernels')
 
 
 @pytest.fixture
