@@ -9,8 +9,10 @@ cycling a few pre-rendered synthetic frames with fresh stamps. It reports
   dropped (overwritten before the worker took them, or older than max_age), failed and
   skipped; every received frame must be in exactly one of those bins;
 - end-to-end latency (image stamp → depth/relative received here) p50/p95/p99;
-- the node's resident memory (VmRSS) before the first frame, after warm-up and at the
-  end, and its growth after warm-up;
+- the node's resident memory (VmRSS), read after every frame: before the first frame,
+  its level after warm-up and at the end, and the growth between the two. A level is
+  the highest reading in a window of ``--rss-window`` frames, because a single reading
+  swings by about 15 MB with whether a frame is in flight at that instant;
 - ERROR lines and tracebacks in the node's log.
 
 Exit status 0 when every check passes (no exception in the log, frames processed,
@@ -206,17 +208,14 @@ def run(args: argparse.Namespace) -> dict:
             header.stamp.sec, header.stamp.nanosec = divmod(time.time_ns(), 10**9)
             feeder.publish(image, info, cloud if i % args.lidar_every == 0 else None,
                            header=header)
-            if i + 1 == warmup:
-                rss['warm_kib'] = read_rss_kib(process.pid)
-            if i % max(1, int(args.rate)) == 0:
-                samples.append(read_rss_kib(process.pid) or 0)
+            samples.append(read_rss_kib(process.pid) or 0)
         report['publish_seconds'] = time.monotonic() - start
         # Wait until every frame the node received has ended in a bin.
         wait_for(lambda: accounting.counters().get('received', -1) == args.frames
                  and accounted(accounting.counters()) == args.frames, args.drain_timeout, 0.1)
         time.sleep(1.2)  # a last diagnostics period, for a settled snapshot
-        rss['end_kib'] = read_rss_kib(process.pid)
-        rss['max_sampled_kib'] = max(samples) if samples else None
+        samples.append(read_rss_kib(process.pid) or 0)
+        rss.update(rss_levels(samples, warmup, args.rss_window))
         counters = accounting.counters()
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
@@ -247,6 +246,7 @@ def run(args: argparse.Namespace) -> dict:
     report['latency_s'] = percentiles(latencies)
     report['rss_kib'] = rss
     warm, end = rss.get('warm_kib'), rss.get('end_kib')
+    report['rss_frames_per_level'] = args.rss_window
     report['rss_growth_after_warmup'] = (end - warm) / warm if warm and end else math.nan
     report['log_problems'] = log_problems(log_path.read_text())
     report['exit_code'] = exit_rc
@@ -260,6 +260,25 @@ def run(args: argparse.Namespace) -> dict:
         'clean exit': exit_rc == 0,
     }
     return report
+
+
+def rss_levels(samples: List[int], warmup: int, window: int) -> Dict[str, Optional[int]]:
+    """Return the RSS levels (KiB) after warm-up and at the end of the run.
+
+    Args:
+        samples: VmRSS after each published frame, KiB, and one last reading after the
+            drain; 0 where it could not be read.
+        warmup: frames before the warm level's window starts.
+        window: readings per level; each level is the highest reading in its window.
+
+    Returns:
+        {'warm_kib', 'end_kib', 'max_sampled_kib'}; None where there are no readings.
+    """
+    if not samples:
+        return {'warm_kib': None, 'end_kib': None, 'max_sampled_kib': None}
+    warm = samples[warmup:warmup + window] or samples[-1:]
+    return {'warm_kib': max(warm), 'end_kib': max(samples[-window:]),
+            'max_sampled_kib': max(samples)}
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -277,6 +296,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--depth', type=int, default=100, help='QoS history depth')
     parser.add_argument('--warmup', type=float, default=0.1,
                         help='fraction of the frames (at least 100) before the RSS baseline')
+    parser.add_argument('--rss-window', type=int, default=60,
+                        help='frames per RSS level (the highest reading in the window)')
     parser.add_argument('--max-growth', type=float, default=0.05,
                         help='allowed RSS growth after warm-up (fraction)')
     parser.add_argument('--threads', type=int, default=1, help='torch/OpenMP threads')
@@ -288,8 +309,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--log', default='', help='node log file (default: a temp dir)')
     parser.add_argument('--json', default='', help='write the report here too')
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.rate <= 0 or args.lidar_every < 1:
-        parser.error('--frames and --lidar-every must be >= 1 and --rate > 0')
+    if args.frames < 1 or args.rate <= 0 or args.lidar_every < 1 or args.rss_window < 1:
+        parser.error('--frames, --lidar-every and --rss-window must be >= 1 and --rate > 0')
     return args
 
 
