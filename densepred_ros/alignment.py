@@ -178,7 +178,7 @@ class AlignmentConfig:
             'correction_outlier': self.correction_outlier > 0.0,
             'correction_max': self.correction_max > 0.0,
             'correction_deadband': self.correction_deadband >= 0.0,
-            'correction_holdout': math.isfinite(self.correction_holdout),
+            'correction_holdout': -math.inf <= self.correction_holdout < math.inf,
         }
         for name, good in checks.items():
             if not good:
@@ -1015,7 +1015,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
                    * float(((per_block - total / max(per_block.size, 1)) ** 2).sum()))
     held_out = total / max(float((weight * e * e).sum()), 1e-300)
     c = shrink(c, mass)
-    if not total > cfg.correction_holdout * se:
+    if cfg.correction_holdout > -math.inf and not total > cfg.correction_holdout * se:
         return _Local(y=None, spread=0.0, support=float(np.mean(conf > 0.5)),
                       points=int(np.count_nonzero(weight)), gain=held_out)
 

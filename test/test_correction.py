@@ -12,6 +12,8 @@ from scipy.sparse.linalg import spsolve
 SPACES = ('depth', 'disparity', 'log_depth')
 MODEL_SPACE = {'depth': lambda z: z, 'disparity': lambda z: 1.0 / z, 'log_depth': np.log}
 LOCAL = AlignmentConfig(correction='local')
+# The local field without the held-out check (always applied), to test the field itself.
+FORCED = AlignmentConfig(correction='local', correction_holdout=-np.inf)
 GLOBAL = AlignmentConfig(correction='none')
 
 
@@ -129,9 +131,13 @@ def test_correction_is_a_no_op_when_the_prediction_is_affine(space):
     relative = _relative(z, space)
     uv, zs = _points(z, 800)
     flat = align(relative, space, uv, zs, config=GLOBAL)
+    forced = align(relative, space, uv, zs, config=FORCED)
+    assert forced.correction == 'local' and forced.correction_spread < 1e-4
+    np.testing.assert_allclose(forced.depth, flat.depth, rtol=1e-4)
+    # With the held-out check the correction is declined: exactly the global fit.
     local = align(relative, space, uv, zs, config=LOCAL)
-    assert local.correction == 'local' and local.correction_spread < 1e-4
-    np.testing.assert_allclose(local.depth, flat.depth, rtol=1e-4)
+    assert local.correction == 'declined' and local.correction_spread == 0.0
+    np.testing.assert_array_equal(local.depth, flat.depth)
 
 
 def test_result_reports_no_correction_when_off_or_gated():
@@ -151,7 +157,8 @@ def test_result_reports_no_correction_when_off_or_gated():
 @pytest.mark.parametrize('name, value', [
     ('correction', 'bilateral'), ('correction_cell', 0), ('correction_smoothness', 0.0),
     ('correction_reach', -1.0), ('correction_edge', 0.0), ('correction_outlier', 0.0),
-    ('correction_max', 0.0), ('correction_deadband', -0.5)])
+    ('correction_max', 0.0), ('correction_deadband', -0.5),
+    ('correction_holdout', float('nan')), ('correction_holdout', float('inf'))])
 def test_bad_correction_parameters_raise(name, value):
     with pytest.raises(ValueError, match=name):
         AlignmentConfig(**{name: value})
@@ -240,6 +247,13 @@ def test_grid_solver_matches_scipy_sparse_direct_solve():
     expected = spsolve(matrix.tocsr(), rhs.ravel()).reshape(gh, gw)
     got = _solve_grid(alpha, rhs[None], w_rows, w_cols, smooth, pull, tol=1e-10)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    # A batch of systems with their own data weights (K×gh×gw α) solves each one.
+    other = np.zeros_like(alpha)
+    batch = _solve_grid(np.stack([other, alpha]), np.stack([other, rhs]), w_rows, w_cols,
+                        smooth, pull, tol=np.array([1e-3, 1e-10]))
+    np.testing.assert_allclose(batch[1], expected, rtol=1e-6,
+                               atol=1e-9 * np.abs(expected).max())
+    assert not batch[0].any()
 
 
 def _continuous_scene(u, v):
@@ -277,10 +291,11 @@ def test_no_harm_from_pixel_rounding_and_range_noise(space):
     relative = _relative(z, space)
     uv, zs = _scan(0.003)
     flat = align(relative, space, uv, zs, config=GLOBAL)
-    local = align(relative, space, uv, zs, config=LOCAL)
-    assert flat.ok and local.ok and local.correction == 'local'
-    assert _abs_rel(local.depth, z) <= 1.05 * _abs_rel(flat.depth, z), \
-        (_abs_rel(local.depth, z), _abs_rel(flat.depth, z))
+    for config, applied in ((FORCED, 'local'), (LOCAL, 'declined')):
+        local = align(relative, space, uv, zs, config=config)
+        assert flat.ok and local.ok and local.correction == applied
+        assert _abs_rel(local.depth, z) <= 1.05 * _abs_rel(flat.depth, z), \
+            (applied, _abs_rel(local.depth, z), _abs_rel(flat.depth, z))
 
 
 @pytest.mark.parametrize('space', SPACES)
@@ -290,8 +305,27 @@ def test_a_smooth_error_is_still_recovered_from_a_rounded_noisy_scan(space):
     uv, zs = _scan(0.003)
     flat = align(relative, space, uv, zs, config=GLOBAL)
     local = align(relative, space, uv, zs, config=LOCAL)
+    assert local.correction == 'local' and local.correction_gain > 0.5, local.correction_gain
     assert _abs_rel(local.depth, z) < 0.5 * _abs_rel(flat.depth, z), \
         (_abs_rel(local.depth, z), _abs_rel(flat.depth, z))
+
+
+@pytest.mark.parametrize('space', SPACES)
+def test_held_out_check_declines_a_disagreement_confined_to_one_spot(space):
+    # Exact relative map; the lidar disagrees with it by 10 % in one 28×28 px spot (e.g.
+    # mixed returns along an edge). The field alone follows that spot, but it does not
+    # predict held-out points across the image better than the global fit: declined.
+    z = _scene()
+    relative = _relative(z, space)
+    uv, zs = _scan(0.003)
+    spot = (np.abs(uv[:, 0] - 130) < 14) & (np.abs(uv[:, 1] - 100) < 14)
+    zs = np.where(spot, zs * 1.1, zs).astype(np.float32)
+    flat = align(relative, space, uv, zs, config=GLOBAL)
+    forced = align(relative, space, uv, zs, config=FORCED)
+    local = align(relative, space, uv, zs, config=LOCAL)
+    assert _abs_rel(forced.depth, z) > 2.0 * _abs_rel(flat.depth, z)  # the field follows it
+    assert local.correction == 'declined' and local.correction_gain < 0.1
+    np.testing.assert_array_equal(local.depth, flat.depth)
 
 
 def test_node_noise_estimates_the_noise_and_ignores_a_smooth_field():
