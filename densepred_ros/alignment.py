@@ -104,16 +104,22 @@ class AlignmentConfig:
         correction_edge: relative depth step between a pixel and a node (or two nodes),
             e.g. 0.1 = 10 %, at which their coupling falls to 1/e; larger steps are
             treated as depth edges that the correction does not cross.
-        correction_outlier: points whose depth differs from the global fit by more than
-            this relative amount are not used by the correction; of the others, those
-            whose misfit to a 5× smoother first-pass field exceeds 4.685 robust σ (Tukey
-            biweight) get no weight.
-        correction_max: largest relative change of depth the correction may apply at a
-            pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
+        correction_outlier: points whose depth differs from the global fit's by more
+            than a factor 1 + this (either way; 1.0: outside [z/2, 2·z]) are not used by
+            the correction; of the others, those whose misfit to a 5× smoother first-pass
+            field exceeds 4.685 robust σ (Tukey biweight) get no weight.
+        correction_max: largest change of depth the correction may apply at a pixel, as
+            a factor 1 + this (1.0: the corrected depth is within [z/2, 2·z] of the
+            global z).
         correction_deadband: significance of the correction: at each node it is shrunk
             (non-negative garrote) by this many standard errors of the local lidar noise
             (estimated from neighbouring points along a beam), so noise alone corrects
             nothing.
+        correction_holdout: the correction is applied only when it predicts held-out
+            lidar points (two folds of alternating row bands, each fitted without the
+            other) better than the global fit by more than this many standard errors of
+            that gain (from blocks of 2×2 cells); otherwise the frame keeps the global fit
+            (`AlignmentResult.correction` 'declined'). -inf applies it always.
     """
 
     min_points: int = 30
@@ -141,8 +147,8 @@ class AlignmentConfig:
     correction_smoothness: float = 0.05
     correction_reach: float = 48.0
     correction_edge: float = 0.1
-    correction_outlier: float = 0.5
-    correction_max: float = 0.5
+    correction_outlier: float = 1.0
+    correction_max: float = 1.0
     correction_deadband: float = 2.0
     correction_holdout: float = 2.0
 
@@ -239,7 +245,9 @@ class AlignmentResult:
         scale_only: True when the shift came from the prior (degenerate spread of d).
         temporal: 'none', 'init', 'blended', 'gated' or 'reset' (see module constants).
         prior: the state to pass to the next frame (None after a failure: reset).
-        correction: what was applied after the global fit: 'none', 'local', or 'skipped'
+        correction: what was applied after the global fit: 'none', 'local', 'declined'
+            (computed but not applied: it did not predict held-out lidar points
+            significantly better than the global fit, `correction_holdout`), or 'skipped'
             (configured but not applied: the frame was gated by the temporal filter, so its
             lidar is not trusted, or the image is smaller than 2×2 pixels).
         correction_spread: 95th percentile over the image of the relative depth change
@@ -249,6 +257,9 @@ class AlignmentResult:
             by lidar points (its confidence > 0.5); where it is not, it fades to the global
             fit. NaN without a correction.
         correction_points: points that carried weight in the correction's last pass.
+        correction_gain: share of the held-out points' squared misfit to the global fit
+            that the correction removed (1 = all, ≤ 0 = none; relative depth, two folds);
+            NaN without a correction.
     """
 
     ok: bool
@@ -905,13 +916,12 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     own, clear = _footprint(r, rel, uv, space, s, t)
     if space == LOG_DEPTH:
         per_unit = np.ones_like(r)  # relative depth error per model-space unit
-        limit = math.log1p(cfg.correction_outlier)
     else:
         floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
         per_unit = 1.0 / np.maximum(np.abs(y_hat), floor)
-        limit = cfg.correction_outlier
-    rel_err = r * per_unit
-    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit) & clear
+    with np.errstate(divide='ignore', invalid='ignore'):
+        factor = np.abs(np.log(_inverse_depth(space, y_hat) / _inverse_depth(space, y)))
+    use = np.isfinite(r * per_unit) & (factor < math.log1p(cfg.correction_outlier)) & clear
 
     # Guide: inverse depth of the global fit at the nodes; couplings between nodes.
     floor, edge = 1.0 / cfg.far_limit, cfg.correction_edge
