@@ -6,6 +6,7 @@ from densepred_ros.geometry import depth_edge_mask
 from densepred_ros.params import ConfigError, NodeConfig
 import numpy as np
 import pytest
+from scipy import ndimage
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
@@ -364,3 +365,25 @@ def test_footprint_half_width_on_a_plane_and_at_an_edge():
     np.testing.assert_allclose(own, 0.5 * (0.002 + 0.003), rtol=1e-4)
     # A residual explained only by the surface beyond the edge: the point is not used.
     assert usable.tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize('space', ['disparity', 'log_depth'])
+def test_a_gross_error_on_one_object_is_corrected(space):
+    # The model puts the box at 0.55× its depth (the lidar is 82 % beyond the global fit
+    # there, within the factor-2 `correction_outlier`); the rest of the scene is exact.
+    # (In depth space the affine fit itself takes up much of this error.)
+    z = _scene()
+    box = np.abs(z - 6.0) < 1e-9
+    relative = _relative(z, space, np.where(box, 0.55, 1.0))
+    uv, zs = _scan(0.003)
+    flat = align(relative, space, uv, zs, config=GLOBAL)
+    local = align(relative, space, uv, zs, config=LOCAL)
+    assert local.correction == 'local'
+    inner = ndimage.binary_erosion(box, iterations=8)  # away from the box's rim
+    assert np.median(np.abs(flat.depth[box] / z[box] - 1.0)) > 0.15
+    error = np.abs(local.depth / z - 1.0)
+    assert np.median(error[inner]) < 0.03, np.median(error[inner])
+    # With the earlier ±50 % limit the box's points were not used and it stayed wrong.
+    narrow = AlignmentConfig(correction='local', correction_outlier=0.5, correction_max=0.5)
+    capped = align(relative, space, uv, zs, config=narrow)
+    assert np.median(np.abs(capped.depth[inner] / z[inner] - 1.0)) > 0.15
