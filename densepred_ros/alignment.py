@@ -1008,8 +1008,8 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     def shrink(field: np.ndarray, node_mass: np.ndarray) -> np.ndarray:
         band = cfg.correction_deadband * y_unit * np.hypot(
             sigma / np.sqrt(1.0 + node_mass), rounding)
-        with np.errstate(divide='ignore', invalid='ignore'):
-            return np.where(np.abs(field) > band, field * (1.0 - (band / field) ** 2), 0.0)
+        ratio = band / np.maximum(np.abs(field), np.maximum(band, 1e-300))
+        return field * (1.0 - ratio * ratio)
 
     # Held-out check: does the field predict lidar points it was not fitted to better than
     # the global fit does? Each fold's field is scored on the other fold's points.
