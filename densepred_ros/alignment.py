@@ -973,7 +973,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     pull = smooth * (cell / cfg.correction_reach) ** 2
     alpha, rhs = system(*data(np.ones_like(r)))
     miss = misfit(_solve_grid(alpha, rhs, w_rows, w_cols, _REFERENCE * smooth,
-                              _REFERENCE * pull)[0])
+                              _REFERENCE * pull, tol=1e-2)[0])
     q = miss / (4.685 * robust_sigma(miss))
     weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
     # Pass 2, batched: the field, its confidence (the same system with α as right-hand
