@@ -1008,8 +1008,9 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     def shrink(field: np.ndarray, node_mass: np.ndarray) -> np.ndarray:
         band = cfg.correction_deadband * y_unit * np.hypot(
             sigma / np.sqrt(1.0 + node_mass), rounding)
-        ratio = band / np.maximum(np.abs(field), np.maximum(band, 1e-300))
-        return field * (1.0 - ratio * ratio)
+        keep = np.abs(field) > band  # False where the band is NaN (unknown pixels)
+        ratio = band / np.where(keep, np.abs(field), 1.0)
+        return np.where(keep, field * (1.0 - ratio * ratio), 0.0)
 
     # Held-out check: does the field predict lidar points it was not fitted to better than
     # the global fit does? Each fold's field is scored on the other fold's points.

@@ -387,3 +387,19 @@ def test_a_gross_error_on_one_object_is_corrected(space):
     narrow = AlignmentConfig(correction='local', correction_outlier=0.5, correction_max=0.5)
     capped = align(relative, space, uv, zs, config=narrow)
     assert np.median(np.abs(capped.depth[inner] / z[inner] - 1.0)) > 0.15
+
+
+def test_held_out_check_works_with_unknown_pixels_in_the_prediction():
+    # A semi-dense prediction (NaN above row 30 and in a hole): nodes there have no
+    # significance band; the held-out check must still see the smooth error elsewhere.
+    z = _scene()
+    relative = _relative(z, 'disparity', _smooth(z.shape))
+    relative[:30] = np.nan
+    relative[60:80, 20:40] = np.nan
+    uv, zs = _scan(0.003)
+    flat = align(relative, 'disparity', uv, zs, config=GLOBAL)
+    local = align(relative, 'disparity', uv, zs, config=LOCAL)
+    assert local.correction == 'local' and local.correction_gain > 0.5, local.correction_gain
+    known = np.isfinite(relative)
+    assert np.isnan(local.depth[~known]).all()
+    assert _abs_rel(local.depth[known], z[known]) < 0.5 * _abs_rel(flat.depth[known], z[known])
