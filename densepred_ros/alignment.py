@@ -955,7 +955,7 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
         return a.reshape(k, g.gh, g.gw), b.reshape(k, g.gh, g.gw)
 
     def system(a: np.ndarray, b: np.ndarray):
-        """Data weights α (saturating with the mass) and right-hand sides α·(b / a)."""
+        """Return data weights α (saturating with the mass) and right-hand sides α·(b / a)."""
         alpha = a / (a + _SATURATION)
         return alpha, alpha * (b / np.maximum(a, 1e-12))
 
