@@ -25,7 +25,9 @@ fit away from the points (outside the lidar's field of view). Points are weighte
 (Tukey biweight against the local field); the field is kept only where it exceeds its
 uncertainty (the lidar noise, estimated from neighbouring returns along a beam, and the
 rounding of each return to a pixel); the grid is interpolated to pixels with weights that
-again respect the prediction's edges. Measurements: docs/local-correction.md.
+again respect the prediction's edges. A frame keeps the global fit when the field does not
+predict held-out lidar points (two folds of alternating row bands) significantly better
+than the global fit. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
@@ -773,7 +775,8 @@ def _node_coupling(q: np.ndarray, axis: int, floor: float, edge: float) -> np.nd
 
 
 def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray,
-                smooth: float, pull: float, tol=1e-3, max_iter: int = 300) -> np.ndarray:
+                smooth: float, pull: float, tol: float | np.ndarray = 1e-3,
+                max_iter: int = 300) -> np.ndarray:
     """Minimise Σ α(c − r)² + smooth·Σ w (c_k − c_j)² + pull·Σ c² over a gh×gw grid.
 
     alpha: gh×gw data weights, or K×gh×gw (one system per right-hand side); rhs: K×gh×gw
