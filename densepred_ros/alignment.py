@@ -25,7 +25,9 @@ fit away from the points (outside the lidar's field of view). Points are weighte
 (Tukey biweight against the local field); the field is kept only where it exceeds its
 uncertainty (the lidar noise, estimated from neighbouring returns along a beam, and the
 rounding of each return to a pixel); the grid is interpolated to pixels with weights that
-again respect the prediction's edges. Measurements: docs/local-correction.md.
+again respect the prediction's edges. A frame keeps the global fit when the field does not
+predict held-out lidar points (two folds of alternating row bands) significantly better
+than the global fit. Measurements: docs/local-correction.md.
 
 Temporal stability: the model renormalises every frame, so (s, t) are not comparable
 between frames. What is stable is the metric value of fixed percentiles of the prediction
@@ -104,16 +106,22 @@ class AlignmentConfig:
         correction_edge: relative depth step between a pixel and a node (or two nodes),
             e.g. 0.1 = 10 %, at which their coupling falls to 1/e; larger steps are
             treated as depth edges that the correction does not cross.
-        correction_outlier: points whose depth differs from the global fit by more than
-            this relative amount are not used by the correction; of the others, those
-            whose misfit to a 5× smoother first-pass field exceeds 4.685 robust σ (Tukey
-            biweight) get no weight.
-        correction_max: largest relative change of depth the correction may apply at a
-            pixel (e.g. 0.5: the corrected depth is within [z/1.5, 1.5·z] of the global z).
+        correction_outlier: points whose depth differs from the global fit's by more
+            than a factor 1 + this (either way; 1.0: outside [z/2, 2·z]) are not used by
+            the correction; of the others, those whose misfit to a 5× smoother first-pass
+            field exceeds 4.685 robust σ (Tukey biweight) get no weight.
+        correction_max: largest change of depth the correction may apply at a pixel, as
+            a factor 1 + this (1.0: the corrected depth is within [z/2, 2·z] of the
+            global z).
         correction_deadband: significance of the correction: at each node it is shrunk
             (non-negative garrote) by this many standard errors of the local lidar noise
             (estimated from neighbouring points along a beam), so noise alone corrects
             nothing.
+        correction_holdout: the correction is applied only when it predicts held-out
+            lidar points (two folds of alternating row bands, each fitted without the
+            other) better than the global fit by more than this many standard errors of
+            that gain (from blocks of 2×2 cells); otherwise the frame keeps the global fit
+            (`AlignmentResult.correction` 'declined'). -inf applies it always.
     """
 
     min_points: int = 30
@@ -141,9 +149,10 @@ class AlignmentConfig:
     correction_smoothness: float = 0.05
     correction_reach: float = 48.0
     correction_edge: float = 0.1
-    correction_outlier: float = 0.5
-    correction_max: float = 0.5
+    correction_outlier: float = 1.0
+    correction_max: float = 1.0
     correction_deadband: float = 2.0
+    correction_holdout: float = 2.0
 
     def __post_init__(self) -> None:
         """Check every parameter's range (ValueError naming the parameter)."""
@@ -177,6 +186,7 @@ class AlignmentConfig:
             'correction_outlier': self.correction_outlier > 0.0,
             'correction_max': self.correction_max > 0.0,
             'correction_deadband': self.correction_deadband >= 0.0,
+            'correction_holdout': -math.inf <= self.correction_holdout < math.inf,
         }
         for name, good in checks.items():
             if not good:
@@ -237,7 +247,9 @@ class AlignmentResult:
         scale_only: True when the shift came from the prior (degenerate spread of d).
         temporal: 'none', 'init', 'blended', 'gated' or 'reset' (see module constants).
         prior: the state to pass to the next frame (None after a failure: reset).
-        correction: what was applied after the global fit: 'none', 'local', or 'skipped'
+        correction: what was applied after the global fit: 'none', 'local', 'declined'
+            (computed but not applied: it did not predict held-out lidar points
+            significantly better than the global fit, `correction_holdout`), or 'skipped'
             (configured but not applied: the frame was gated by the temporal filter, so its
             lidar is not trusted, or the image is smaller than 2×2 pixels).
         correction_spread: 95th percentile over the image of the relative depth change
@@ -247,6 +259,9 @@ class AlignmentResult:
             by lidar points (its confidence > 0.5); where it is not, it fades to the global
             fit. NaN without a correction.
         correction_points: points that carried weight in the correction's last pass.
+        correction_gain: share of the held-out points' squared misfit to the global fit
+            that the correction removed (1 = all, ≤ 0 = none; relative depth, two folds);
+            NaN without a correction.
     """
 
     ok: bool
@@ -266,6 +281,7 @@ class AlignmentResult:
     correction_spread: float = math.nan
     support_fraction: float = math.nan
     correction_points: int = 0
+    correction_gain: float = math.nan
 
     @property
     def inlier_ratio(self) -> float:
@@ -394,8 +410,8 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
         applied = 'skipped'
         if state != TEMPORAL_GATED and min(rel.shape) >= 2:
             local = _local_correction(rel32, space, s, t, uv[valid], d, y, cfg)
-            applied = 'local'
-    if local is None:
+            applied = 'local' if local.y is not None else 'declined'
+    if local is None or local.y is None:
         depth = to_metric(rel32, space, s, t, cfg.near_limit, cfg.far_limit)
     else:
         depth = _metric_in_place(local.y, space, cfg.near_limit, cfg.far_limit)
@@ -404,7 +420,7 @@ def align(relative: np.ndarray, space: str, uv: np.ndarray, z: np.ndarray,
     err = np.where(np.isnan(err), np.inf, err)
     extra = {} if local is None else {
         'correction_spread': local.spread, 'support_fraction': local.support,
-        'correction_points': local.points}
+        'correction_points': local.points, 'correction_gain': local.gain}
     return AlignmentResult(
         ok=True, reason='', depth=depth, space=space, scale=float(s), shift=float(t),
         n_points=n, n_inliers=n_inl, median_rel_error=float(np.median(err)),
@@ -672,10 +688,11 @@ def _irls(d: np.ndarray, res: _Residual, s: float, t: float, fixed_t: bool,
 class _Local:
     """Outcome of `_local_correction`: corrected model-space image and what it did."""
 
-    y: np.ndarray
+    y: Optional[np.ndarray]  # None: declined by the held-out check
     spread: float
     support: float
     points: int
+    gain: float
 
 
 @dataclass(frozen=True)
@@ -758,12 +775,14 @@ def _node_coupling(q: np.ndarray, axis: int, floor: float, edge: float) -> np.nd
 
 
 def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: np.ndarray,
-                smooth: float, pull: float, tol: float = 1e-3,
+                smooth: float, pull: float, tol: float | np.ndarray = 1e-3,
                 max_iter: int = 300) -> np.ndarray:
     """Minimise Σ α(c − r)² + smooth·Σ w (c_k − c_j)² + pull·Σ c² over a gh×gw grid.
 
-    alpha: gh×gw data weights; rhs: K×gh×gw right-hand sides (α·r); w_rows: (gh−1)×gw
-    couplings between vertical neighbours, w_cols: gh×(gw−1) between horizontal ones.
+    alpha: gh×gw data weights, or K×gh×gw (one system per right-hand side); rhs: K×gh×gw
+    right-hand sides (α·r); w_rows: (gh−1)×gw couplings between vertical neighbours,
+    w_cols: gh×(gw−1) between horizontal ones; tol: relative residual (preconditioned norm)
+    at which a system stops, one value or K.
     The normal equations are symmetric positive definite and well conditioned (the pull
     bounds the condition number by about 1 + 8·smooth/pull), so Jacobi-preconditioned
     conjugate gradients on the 5-point stencil converge in tens of iterations. Written
@@ -771,12 +790,11 @@ def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: 
     to stall for up to seconds on a loaded machine in OpenBLAS threads (see
     docs/local-correction.md).
     """
-    diag = alpha + pull
-    diag = diag + 0.0
-    diag[1:] += smooth * w_rows
-    diag[:-1] += smooth * w_rows
-    diag[:, 1:] += smooth * w_cols
-    diag[:, :-1] += smooth * w_cols
+    diag = np.array(alpha, np.float64, ndmin=3) + pull
+    diag[:, 1:] += smooth * w_rows
+    diag[:, :-1] += smooth * w_rows
+    diag[:, :, 1:] += smooth * w_cols
+    diag[:, :, :-1] += smooth * w_cols
     sw_rows, sw_cols = smooth * w_rows, smooth * w_cols
 
     def apply(x: np.ndarray) -> np.ndarray:
@@ -793,7 +811,7 @@ def _solve_grid(alpha: np.ndarray, rhs: np.ndarray, w_rows: np.ndarray, w_cols: 
     z = r * inv
     p = z.copy()
     rz = (r * z).sum(axis=(1, 2))
-    stop = (tol * tol) * np.maximum((rhs * rhs * inv).sum(axis=(1, 2)), 1e-300)
+    stop = np.square(tol) * np.maximum((rhs * rhs * inv).sum(axis=(1, 2)), 1e-300)
     for _ in range(max_iter):
         if np.all(rz <= stop):
             break
@@ -901,13 +919,12 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     own, clear = _footprint(r, rel, uv, space, s, t)
     if space == LOG_DEPTH:
         per_unit = np.ones_like(r)  # relative depth error per model-space unit
-        limit = math.log1p(cfg.correction_outlier)
     else:
         floor = cfg.near_limit if space == DEPTH else 1.0 / cfg.far_limit
         per_unit = 1.0 / np.maximum(np.abs(y_hat), floor)
-        limit = cfg.correction_outlier
-    rel_err = r * per_unit
-    use = np.isfinite(rel_err) & (np.abs(rel_err) < limit) & clear
+    with np.errstate(divide='ignore', invalid='ignore'):
+        factor = np.abs(np.log(_inverse_depth(space, y_hat) / _inverse_depth(space, y)))
+    use = np.isfinite(r * per_unit) & (factor < math.log1p(cfg.correction_outlier)) & clear
 
     # Guide: inverse depth of the global fit at the nodes; couplings between nodes.
     floor, edge = 1.0 / cfg.far_limit, cfg.correction_edge
@@ -932,15 +949,18 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
 
     nodes = g.gh * g.gw
 
-    def solve(weight: np.ndarray, smooth: float, with_confidence: bool):
-        a = np.bincount(corners.ravel(), (link * weight[:, None]).ravel(), nodes)
-        b = np.bincount(corners.ravel(), (link * (weight * r)[:, None]).ravel(), nodes)
-        alpha = a / (a + _SATURATION)  # a node's data weight saturates with points
-        rhs = alpha * (b / np.maximum(a, 1e-12))
-        rhs = np.stack([rhs, alpha]) if with_confidence else rhs[None]
-        pull = smooth * (cell / cfg.correction_reach) ** 2
-        return _solve_grid(alpha.reshape(g.gh, g.gw), rhs.reshape(-1, g.gh, g.gw),
-                           w_rows, w_cols, smooth, pull), a.reshape(g.gh, g.gw)
+    def data(weight: np.ndarray, group: Optional[np.ndarray] = None):
+        """Point mass a and weighted residual sum b at the nodes (K×gh×gw, K groups)."""
+        k = 1 if group is None else 2
+        at = corners if group is None else corners + (group * nodes)[:, None]
+        a = np.bincount(at.ravel(), (link * weight[:, None]).ravel(), k * nodes)
+        b = np.bincount(at.ravel(), (link * (weight * r)[:, None]).ravel(), k * nodes)
+        return a.reshape(k, g.gh, g.gw), b.reshape(k, g.gh, g.gw)
+
+    def system(a: np.ndarray, b: np.ndarray):
+        """Return data weights α (saturating with the mass) and right-hand sides α·(b / a)."""
+        alpha = a / (a + _SATURATION)
+        return alpha, alpha * (b / np.maximum(a, 1e-12))
 
     def misfit(field: np.ndarray) -> np.ndarray:
         """Relative depth misfit of each point to a node field."""
@@ -953,10 +973,25 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     # Pass 1: a smoother reference field; points far from it (Tukey biweight, 4.685
     # robust σ) are isolated outliers and get no weight in pass 2.
     smooth = cfg.correction_smoothness
-    miss = misfit(solve(np.ones_like(r), _REFERENCE * smooth, False)[0][0])
+    pull = smooth * (cell / cfg.correction_reach) ** 2
+    alpha, rhs = system(*data(np.ones_like(r)))
+    miss = misfit(_solve_grid(alpha, rhs, w_rows, w_cols, _REFERENCE * smooth,
+                              _REFERENCE * pull, tol=1e-2)[0])
     q = miss / (4.685 * robust_sigma(miss))
     weight = np.where(np.abs(q) < 1.0, (1.0 - q * q) ** 2, 0.0)
-    sol, mass = solve(weight, smooth, True)
+    # Pass 2, batched: the field, its confidence (the same system with α as right-hand
+    # side), and for the held-out check below the fields of each of two folds of points
+    # (alternating bands of `cell` image rows, about alternate beams, so that neighbours
+    # along one beam do not leak), each fitted without the other fold.
+    fold = (v // cell) % 2
+    mass2, b2 = data(weight, fold)
+    mass2, b2 = mass2[::-1], b2[::-1]  # system k: fitted to the fold that k is not
+    mass = mass2.sum(axis=0)
+    alpha, rhs = system(mass, b2.sum(axis=0))
+    alpha2, rhs2 = system(mass2, b2)
+    sol = _solve_grid(np.concatenate([np.stack([alpha, alpha]), alpha2]),
+                      np.concatenate([np.stack([rhs, alpha]), rhs2]), w_rows, w_cols, smooth,
+                      pull, tol=np.array([1e-3, 1e-2, 1e-2, 1e-2]))
     c, conf = sol[0], sol[1]
     # Significance: the field is shrunk where it is not clearly larger than its
     # uncertainty at the node: the standard error of the lidar noise (its local σ, from
@@ -969,13 +1004,34 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
     lw = link * weight[:, None]
     rounding = np.bincount(corners.ravel(), (lw * (own * per_unit)[:, None]).ravel(), nodes) \
         / np.maximum(np.bincount(corners.ravel(), lw.ravel(), nodes), 1e-12)
-    band = cfg.correction_deadband * np.hypot(sigma / np.sqrt(1.0 + mass.ravel()), rounding)
-    band = band.reshape(mass.shape)
-    if space != LOG_DEPTH:
-        band = band * np.maximum(np.abs(node_y), 1.0 / cfg.far_limit if space == DISPARITY
-                                 else cfg.near_limit)
-    with np.errstate(divide='ignore', invalid='ignore'):
-        c = np.where(np.abs(c) > band, c * (1.0 - (band / c) ** 2), 0.0)
+    sigma, rounding = sigma.reshape(mass.shape), rounding.reshape(mass.shape)
+    y_unit = 1.0 if space == LOG_DEPTH else np.maximum(
+        np.abs(node_y), 1.0 / cfg.far_limit if space == DISPARITY else cfg.near_limit)
+
+    def shrink(field: np.ndarray, node_mass: np.ndarray) -> np.ndarray:
+        band = cfg.correction_deadband * y_unit * np.hypot(
+            sigma / np.sqrt(1.0 + node_mass), rounding)
+        keep = np.abs(field) > band  # False where the band is NaN (unknown pixels)
+        ratio = band / np.where(keep, np.abs(field), 1.0)
+        return np.where(keep, field * (1.0 - ratio * ratio), 0.0)
+
+    # Held-out check: does the field predict lidar points it was not fitted to better than
+    # the global fit does? Each fold's field is scored on the other fold's points.
+    folds = shrink(sol[2:], mass2).reshape(2, nodes)
+    pred = (link * folds[fold[:, None], corners]).sum(axis=1) / np.maximum(link_sum, 1e-3)
+    e = r * per_unit
+    gain = weight * (e * e - (e - pred * per_unit) ** 2)
+    # Standard error from blocks of 2×2 cells (the smallest that hold both folds).
+    block = (v // (2 * cell)) * (w // (2 * cell) + 1) + u // (2 * cell)
+    per_block = np.bincount(block, gain)[np.bincount(block) > 0]
+    total = float(per_block.sum())
+    se = math.sqrt(per_block.size / max(per_block.size - 1, 1)
+                   * float(((per_block - total / max(per_block.size, 1)) ** 2).sum()))
+    held_out = total / max(float((weight * e * e).sum()), 1e-300)
+    c = shrink(c, mass)
+    if cfg.correction_holdout > -math.inf and not total > cfg.correction_holdout * se:
+        return _Local(y=None, spread=0.0, support=float(np.mean(conf > 0.5)),
+                      points=int(np.count_nonzero(weight)), gain=held_out)
 
     # Bound the change of depth at the nodes; nodes on unknown pixels get none.
     m = cfg.correction_max
@@ -1024,7 +1080,8 @@ def _local_correction(rel: np.ndarray, space: str, s: float, t: float, uv: np.nd
         change = np.abs(c) / np.maximum(np.abs(node_y + c), 1.0 / cfg.far_limit)
     change = change[np.isfinite(node_q)]
     return _Local(y=field, spread=float(np.percentile(change, 95)) if change.size else 0.0,
-                  support=float(np.mean(conf > 0.5)), points=int(np.count_nonzero(weight)))
+                  support=float(np.mean(conf > 0.5)), points=int(np.count_nonzero(weight)),
+                  gain=held_out)
 
 
 def _temporal(prior: Optional[AlignmentPrior], anchors: Tuple[float, float], fit: _Fit,

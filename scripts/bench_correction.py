@@ -214,12 +214,12 @@ def section_temporal(args) -> None:
     frames = make_sequence(seed=5, n_frames=args.frames, kind='outdoor', width=args.width,
                            height=args.height, beams=32)
     rng = np.random.default_rng(0)
-    field = 0.15 * _smooth_field(frames[0].depth.shape, rng)
+    field = args.amplitude * _smooth_field(frames[0].depth.shape, rng)
     for space in ('log_depth', 'disparity'):
         flicker = {}
         for correction in ('none', 'local'):
             cfg = AlignmentConfig(correction=correction)
-            prev, changes, errors = None, [], []
+            prev, changes, errors, states = None, [], [], []
             from densepred_ros.alignment import TemporalAligner
             aligner = TemporalAligner(space, cfg)
             for k, frame in enumerate(frames):
@@ -234,14 +234,17 @@ def section_temporal(args) -> None:
                 err = np.where(ok, np.log(np.where(ok, np.minimum(res.depth, MAX_DEPTH), 1))
                                - np.log(np.where(ok, gt, 1)), np.nan)
                 errors.append(score(res.depth, gt)['abs_rel'])
+                states.append(res.correction[0])
                 if prev is not None:
                     changes.append(float(np.nanmean(np.abs(err - prev))))
                 prev = err
-            flicker[correction] = (np.mean(changes), np.mean(errors))
-        print(f'\ntemporal: {space}, {len(frames)}-frame outdoor sequence, 32 beams: '
+            flicker[correction] = (np.mean(changes), np.mean(errors), ''.join(states))
+        print(f'\ntemporal: {space}, {len(frames)}-frame outdoor sequence, 32 beams, smooth '
+              f'error ±{args.amplitude:.0%}: '
               f'mean |Δ log error| per frame none {flicker["none"][0]:.4f} '
               f'local {flicker["local"][0]:.4f}; AbsRel none {flicker["none"][1]:.4f} '
-              f'local {flicker["local"][1]:.4f}')
+              f'local {flicker["local"][1]:.4f}; correction per frame (l = applied, d = '
+              f'declined) {flicker["local"][2]}')
 
 
 def section_edges(args) -> None:
@@ -314,6 +317,8 @@ def main() -> int:
     parser.add_argument('--width', type=int, default=320)
     parser.add_argument('--height', type=int, default=240)
     parser.add_argument('--repeat', type=int, default=15)
+    parser.add_argument('--amplitude', type=float, default=0.15,
+                        help="amplitude of the sequence's smooth error (section temporal)")
     parser.add_argument('--first-seed', type=int, default=HELD_OUT_SEED,
                         help='seed of the first generated frame (default: the held-out seeds)')
     parser.add_argument('--model', default='densepred_ros/demo_models/lotus-depth-demo')
