@@ -136,6 +136,11 @@ class NodeStatistics:
         self.alignment_error = math.nan
         self.alignment_scale = math.nan
         self.alignment_shift = math.nan
+        self.correction = 'none'
+        self.correction_spread = math.nan
+        self.correction_support = math.nan
+        self.correction_gain = math.nan
+        self.corrections: Dict[str, int] = {}
 
     def record_input(self, replaced: bool) -> None:
         """Count an image received; replaced: it overwrote one the worker never took."""
@@ -221,8 +226,21 @@ class NodeStatistics:
 
     def record_alignment(self, ok: bool, reason: str, n_points: int = 0, n_inliers: int = 0,
                          median_rel_error: float = math.nan, scale: float = math.nan,
-                         shift: float = math.nan) -> None:
-        """Store the latest frame's alignment outcome."""
+                         shift: float = math.nan, correction: str = 'none',
+                         correction_spread: float = math.nan,
+                         support_fraction: float = math.nan,
+                         correction_gain: float = math.nan) -> None:
+        """Store the latest frame's alignment outcome and count its local correction.
+
+        Args:
+            ok, reason: whether the frame was aligned, and why not.
+            n_points, n_inliers, median_rel_error, scale, shift: the global fit's figures.
+            correction: `AlignmentResult.correction` ('none', 'local', 'declined',
+                'skipped'); counted per value.
+            correction_spread, support_fraction, correction_gain: the latest frame's
+                `AlignmentResult` figures (relative depth, share of the image, share of
+                the held-out misfit removed); NaN without a correction.
+        """
         with self._lock:
             self.alignment_ok = ok
             self.alignment_reason = reason
@@ -231,6 +249,12 @@ class NodeStatistics:
             self.alignment_error = float(median_rel_error)
             self.alignment_scale = float(scale)
             self.alignment_shift = float(shift)
+            self.correction = correction
+            self.correction_spread = float(correction_spread)
+            self.correction_support = float(support_fraction)
+            self.correction_gain = float(correction_gain)
+            if ok:
+                self.corrections[correction] = self.corrections.get(correction, 0) + 1
 
     @property
     def dropped(self) -> int:
@@ -289,6 +313,12 @@ class NodeStatistics:
                 ('alignment median rel. error', f'{self.alignment_error:.4f}'),
                 ('alignment scale', f'{self.alignment_scale:.6g}'),
                 ('alignment shift', f'{self.alignment_shift:.6g}'),
+                ('local correction', self.correction),
+                ('local correction frames', ', '.join(
+                    f'{name}: {count}' for name, count in sorted(self.corrections.items()))),
+                ('local correction spread p95', f'{self.correction_spread:.4f}'),
+                ('local correction support', f'{self.correction_support:.3f}'),
+                ('local correction held-out gain', f'{self.correction_gain:.3f}'),
                 ('backend', backend),
                 ('device', device),
                 *extra,

@@ -231,7 +231,8 @@ class FrameWorker:
                             result.timings)
         fit = result.alignment
         stats.record_alignment(result.aligned, result.alignment_reason, *(
-            (fit.n_points, fit.n_inliers, fit.median_rel_error, fit.scale, fit.shift)
+            (fit.n_points, fit.n_inliers, fit.median_rel_error, fit.scale, fit.shift,
+             fit.correction, fit.correction_spread, fit.support_fraction, fit.correction_gain)
             if fit is not None else ()))
 
     def _paired_scan(self, camera: CameraIO, image: Any

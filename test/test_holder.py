@@ -157,7 +157,11 @@ def test_statistics_summary_levels_and_counts() -> None:
     stats.record_stale()
     stats.record_decode_error()
     stats.record_output(latency=0.2, inference_time=0.1)
-    stats.record_alignment(True, '', n_points=100, n_inliers=90, median_rel_error=0.01)
+    stats.record_alignment(True, '', n_points=100, n_inliers=90, median_rel_error=0.01,
+                           correction='declined', correction_gain=0.01)
+    stats.record_alignment(True, '', n_points=100, n_inliers=90, median_rel_error=0.01,
+                           correction='local', correction_spread=0.08, support_fraction=0.4,
+                           correction_gain=0.6)
     summary = stats.summary('active', backend='torch', device='cpu')
     values = dict(summary.values)
     assert summary.level == OK
@@ -167,6 +171,10 @@ def test_statistics_summary_levels_and_counts() -> None:
     assert values['decode errors'] == '1'
     assert values['alignment'] == 'ok'
     assert values['alignment inliers'] == '90'
+    assert values['local correction'] == 'local'
+    assert values['local correction frames'] == 'declined: 1, local: 1'
+    assert values['local correction spread p95'] == '0.0800'
+    assert values['local correction held-out gain'] == '0.600'
     assert values['latency p50 (s)'] == '0.200'
     assert values['backend'] == 'torch' and values['device'] == 'cpu'
     stats.record_alignment(False, 'too few points')

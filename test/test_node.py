@@ -142,6 +142,8 @@ def test_metric_outputs_with_an_oracle_model(make_rig, checkpoint, frame, monkey
     np.testing.assert_array_equal(colours, frame.rgb[::stride, ::stride])
 
     assert wait_for(lambda: any(v['alignment'] == 'ok' and int(v['alignment inliers']) >= 20
+                                and v['local correction'] in ('local', 'declined', 'skipped')
+                                and v['local correction frames']
                                 for v in diagnostics(rig)), 3.0)
     rig.node.trigger_deactivate()
     rig.node.trigger_cleanup()
