@@ -441,9 +441,11 @@ class OutputBag:
             raise BagError(f'cannot write {self.path}: {exc}') from exc
 
     def _open(self, storage: str) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
+
+        from densepred_ros.bag_mcap import writer_class
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        writer = Writer(self.partial / self.path.name, version=9, storage_plugin=plugin)
+        writer = writer_class()(self.partial / self.path.name, version=9, storage_plugin=plugin)
         writer.open()
         self._writer = writer
 

@@ -464,12 +464,15 @@ def print_summary(summary: BagSummary, output: Path, file: Any = None) -> None:
     print(f'wrote {output}', file=file)
 
 
-def open_output(path: Path, storage: str) -> 'bag.OutputBag':
-    """Open the output bag as `densepred bag` writes it, in a writer thread.
+def open_output(path: Path, storage: str, pipeline: Any) -> 'bag.OutputBag':
+    """Open the output bag as `densepred bag` writes it.
 
-    Serializing and writing one frame's outputs then overlap the model's work on the next.
+    With the model on CUDA the serializing and writing of one frame's outputs run in a
+    writer thread, overlapping the model's work on the next (as the node overlaps its two
+    stages on CUDA only): on the CPU torch's threads already use every core, and a writer
+    thread beside them made the tool slower (docs/recordings.md).
     """
-    return bag.OutputBag(path, storage, background=True)
+    return bag.OutputBag(path, storage, background=pipeline.device_label().startswith('cuda'))
 
 
 def process_bag(args: argparse.Namespace) -> BagSummary:
@@ -492,7 +495,7 @@ def process_bag(args: argparse.Namespace) -> BagSummary:
             raise BagError(f'output {output_path} exists already; choose a new name')
         processor.pipeline = build_pipeline(config)
         try:
-            with open_output(output_path, args.storage) as output:
+            with open_output(output_path, args.storage, processor.pipeline) as output:
                 summary = processor.run(reader, output)
                 output.commit()
                 summary.output_counts = dict(output.counts)

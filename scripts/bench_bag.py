@@ -60,7 +60,7 @@ def _bag_path(pipeline, config, source: Path, output: Path, args) -> float:
     try:
         processor.prepare(reader)
         start = time.perf_counter()
-        with bag_cli.open_output(output, 'mcap') as out:
+        with bag_cli.open_output(output, 'mcap', pipeline) as out:
             summary = processor.run(reader, out)
             out.commit()
         elapsed = time.perf_counter() - start

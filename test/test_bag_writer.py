@@ -115,3 +115,29 @@ def test_summary_time_includes_the_writing(frames_bag, checkpoints, tmp_path):
     summary = bag_cli.process_bag(args)
     assert summary.processed == 2 and summary.seconds >= summary.pipeline_seconds
     assert sum(summary.output_counts.values()) == len(_messages(tmp_path / 'out'))
+
+
+def test_fast_mcap_writer_writes_rosbags_file_byte_for_byte(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from densepred_ros.bag_mcap import writer_class
+    fast = writer_class()
+    assert fast is not Writer  # the pinned rosbags has the internals it builds on
+    store = bag.typestore()
+    for cls, name in ((Writer, 'rosbags'), (fast, 'fast')):
+        rng = np.random.default_rng(0)
+        writer = cls(tmp_path / name / 'x', version=9, storage_plugin=StoragePlugin.MCAP)
+        writer.open()
+        first = writer.add_connection('/a', bag.IMAGE, typestore=store)
+        for index in range(30):  # small, large and chunk-crossing messages, a late topic
+            size = int(rng.integers(0, 3 << 20)) if index % 3 == 0 else int(rng.integers(70000))
+            writer.write(first, index, rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            if index == 10:
+                second = writer.add_connection('/b', bag.POINTCLOUD2, typestore=store)
+            if index > 10:
+                data = bytearray(rng.integers(0, 256, 100000, dtype=np.uint8).tobytes())
+                writer.write(second, index + 5, memoryview(data).toreadonly())
+        writer.close()
+    for file in ('x.mcap', 'metadata.yaml'):
+        assert (tmp_path / 'fast' / 'x' / file).read_bytes() == \
+            (tmp_path / 'rosbags' / 'x' / file).read_bytes(), file
