@@ -85,8 +85,13 @@ def _store_value(value: Any) -> Any:
         return to_store(value)
     if isinstance(value, array.array):
         return np.frombuffer(value, dtype=value.typecode)  # a view: nothing is copied
-    if isinstance(value, list) and value and hasattr(value[0], 'get_fields_and_field_types'):
-        return [to_store(item) for item in value]
+    if isinstance(value, bytes) and len(value) == 1:  # rclpy's octet; rosbags wants an int
+        return value[0]
+    if isinstance(value, list) and value:
+        if hasattr(value[0], 'get_fields_and_field_types'):
+            return [to_store(item) for item in value]
+        if isinstance(value[0], bytes):  # octet arrays
+            return np.frombuffer(b''.join(value), dtype=np.uint8)
     return value
 
 

@@ -7,6 +7,7 @@ ours are zero and rclpy's carry nothing, and rclpy must read ours as the same me
 
 from densepred_ros import bag, encode
 from densepred_ros.camera import CameraModel
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
@@ -73,7 +74,10 @@ def test_other_field_kinds_serialize_like_rclpy():
     compressed = CompressedImage(header=_header(), format='rgb8; jpeg compressed bgr8',
                                  data=bytes(range(256)) * 3)
     cloud = PointCloud2(header=_header('ünïcode'), height=0, width=0, is_dense=True)
-    for msg in (info, empty, big_endian, compressed, cloud):
+    diagnostics = DiagnosticArray(header=_header(), status=[DiagnosticStatus(
+        level=DiagnosticStatus.WARN, name='densepred', message='x',
+        values=[KeyValue(key='a', value='1'), KeyValue(key='b', value='')])])
+    for msg in (info, empty, big_endian, compressed, cloud, diagnostics):
         _assert_like_rclpy(msg)
 
 
