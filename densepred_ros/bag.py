@@ -484,7 +484,11 @@ class OutputBag:
                                            offered_qos_profiles=qos)
 
     def queue(self, topic: str, log_ns: int, raw: Any) -> None:
-        """Queue a serialized message (bytes) of a declared topic at log time ``log_ns``."""
+        """Queue a serialized message of a declared topic at log time ``log_ns``.
+
+        ``raw`` (bytes or a buffer) is kept, not copied, until it is written: it must not
+        change afterwards.
+        """
         self._call(self._push, topic, int(log_ns), raw)
 
     def queue_message(self, topic: str, log_ns: int, msg: Any) -> None:

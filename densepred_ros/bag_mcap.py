@@ -11,6 +11,7 @@ produce identical files; with a rosbags whose MCAP writer lacks the internals us
 """
 
 from collections import defaultdict
+import functools
 import struct
 from typing import Any, List
 
@@ -62,6 +63,7 @@ class ChunkBuffer:
         return b''.join(self.buffers())
 
 
+@functools.lru_cache(maxsize=1)
 def writer_class() -> Any:
     """Return a rosbags Writer class whose MCAP storage copies less (or rosbags' own)."""
     from rosbags.rosbag2 import StoragePlugin, Writer

@@ -141,3 +141,26 @@ def test_fast_mcap_writer_writes_rosbags_file_byte_for_byte(tmp_path):
     for file in ('x.mcap', 'metadata.yaml'):
         assert (tmp_path / 'fast' / 'x' / file).read_bytes() == \
             (tmp_path / 'rosbags' / 'x' / file).read_bytes(), file
+
+
+def test_bag_tool_in_the_background_writes_the_same_bag(frames_bag, checkpoints, tmp_path,
+                                                        monkeypatch):
+    """`densepred bag` with the writer thread (its CUDA mode) gives the CPU mode's bag."""
+    def run(name):
+        args = cli.build_parser().parse_args(
+            ['bag', str(frames_bag), str(tmp_path / name), '--model',
+             str(checkpoints['lotus_g']), '--device', 'cpu', '--no-progress'])
+        bag_cli.process_bag(args)
+        return _messages(tmp_path / name)
+
+    plain = run('plain')
+    threads = []
+
+    def background(path, storage, pipeline):
+        out = bag.OutputBag(path, storage, background=True)
+        threads.append(out._thread)
+        return out
+
+    monkeypatch.setattr(bag_cli, 'open_output', background)
+    assert run('threaded') == plain and len(threads) == 1
+    assert any(t.startswith('/densepred/') for t, _, _ in plain)
