@@ -1,19 +1,23 @@
 """rosbag2 recordings without a ROS distro: reading, topic discovery, tf, writing.
 
 Bags are read and written with the `rosbags` library (pure Python, MCAP and sqlite3).
-sensor_msgs messages cross between the bag's CDR bytes and the real rclpy message classes
-with ``rclpy.serialization`` (so the node's decode/encode code runs on them unchanged);
-tf2_msgs/TFMessage, which has no wheel here, is read and written with rosbags' own types.
+sensor_msgs messages are read into the real rclpy message classes with
+``rclpy.serialization`` (so the node's decode/encode code runs on them unchanged) and
+written with rosbags' CDR serializer (`to_raw`, the same bytes, much faster on large
+arrays); tf2_msgs/TFMessage, which has no wheel here, uses rosbags' own types.
 Everything wrong with the input raises :class:`BagError` with a one-line message.
 """
 
+import array
 from dataclasses import dataclass, field
 import functools
 import heapq
 import importlib
 import itertools
 from pathlib import Path
+import queue
 import shutil
+import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from densepred_ros.camera import extrinsic_from_xyz_quat, xyz_quat_from_extrinsic
@@ -27,10 +31,17 @@ POINTCLOUD2 = 'sensor_msgs/msg/PointCloud2'
 TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
 TF_TOPICS = ('/tf_static', '/tf')
 STORAGES = ('mcap', 'sqlite3')
+#: Calls that may wait for `OutputBag`'s writer thread (about 5 frames of outputs).
+BACKGROUND_JOBS = 64
+THREAD_JOIN_TIMEOUT = 30.0
 
 
 class BagError(UserError, ValueError):
     """A bag cannot be used as asked; the message says why in one line (exit code 2)."""
+
+
+class OutputError(BagError):
+    """The output bag cannot be written (disk full, permissions, a failed serialization)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,10 +70,49 @@ def to_ros(raw: Any, msgtype: str) -> Any:
         raise BagError(f'a {msgtype} message cannot be deserialized: {exc}') from exc
 
 
-def to_raw(msg: Any) -> bytes:
-    """Serialize an rclpy message to CDR bytes, as a rosbag2 stores them."""
-    from rclpy.serialization import serialize_message
-    return serialize_message(msg)
+def msgtype_of(msg: Any) -> str:
+    """Return the 'pkg/msg/Name' type of an rclpy message object."""
+    return f'{type(msg).__module__.split(".")[0]}/msg/{type(msg).__name__}'
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> Tuple[str, ...]:
+    return tuple(cls.get_fields_and_field_types())
+
+
+def _store_value(value: Any) -> Any:
+    if hasattr(value, 'get_fields_and_field_types'):
+        return to_store(value)
+    if isinstance(value, array.array):
+        return np.frombuffer(value, dtype=value.typecode)  # a view: nothing is copied
+    if isinstance(value, bytes) and len(value) == 1:  # rclpy's octet; rosbags wants an int
+        return value[0]
+    if isinstance(value, list) and value:
+        if hasattr(value[0], 'get_fields_and_field_types'):
+            return [to_store(item) for item in value]
+        if isinstance(value[0], bytes):  # octet arrays
+            return np.frombuffer(b''.join(value), dtype=np.uint8)
+    return value
+
+
+def to_store(msg: Any) -> Any:
+    """Return an rclpy message as the same message of rosbags' type store.
+
+    Arrays are not copied: primitive sequences (``array.array``) become numpy views of
+    them, fixed-size arrays are numpy already.
+    """
+    cls = typestore().types[msgtype_of(msg)]
+    return cls(**{name: _store_value(getattr(msg, name)) for name in _field_names(type(msg))})
+
+
+def to_raw(msg: Any) -> memoryview:
+    """Serialize an rclpy message to CDR bytes, as a rosbag2 stores them.
+
+    rosbags' serializer writes each array with one copy; rclpy's ``serialize_message``
+    gives the same bytes (test_bag_serialize.py) but took ~4 ms for a 2.4 MB PointCloud2
+    (docs/recordings.md).
+    """
+    return typestore().serialize_cdr(to_store(msg), msgtype_of(msg))
 
 
 # Reading ----------------------------------------------------------------------------------
@@ -322,6 +372,24 @@ def _latched_qos() -> Any:
                avoid_ros_namespace_conventions=False)
 
 
+class _Sync:
+    """A writer-thread job whose caller waits for it: runs even after a failure."""
+
+    def __init__(self, function: Any, args: Tuple[Any, ...]) -> None:
+        self.function, self.args = function, args
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+
+    def __call__(self) -> None:
+        try:
+            self.result = self.function(*self.args)
+        except BaseException as exc:  # handed to the waiting caller
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class OutputBag:
     """A rosbag2 written under a temporary name and renamed into place by `commit`.
 
@@ -330,14 +398,21 @@ class OutputBag:
     ``with`` block) removes the temporary folder, so no bag that looks complete is left
     under the final name.
 
+    With ``background=True`` one writer thread owns the rosbags Writer (sqlite3 allows no
+    other) and does the serializing (`queue_message`), the ordering and the writing, in
+    the order the calls were made, so the bag is the same; the caller goes on meanwhile
+    (the model runs while the previous frame is written). At most `BACKGROUND_JOBS` calls
+    wait; a failure in the thread is raised as `OutputError` by the next call, `flush` or
+    `commit`, and the thread only drains what is left.
+
     Args:
         path: the final bag folder; it must not exist.
         storage: 'mcap' or 'sqlite3'.
+        background: write in a thread.
     """
 
-    def __init__(self, path: Any, storage: str = 'mcap') -> None:
+    def __init__(self, path: Any, storage: str = 'mcap', background: bool = False) -> None:
         """Open the writer in ``.<name>.partial/`` beside the final path."""
-        from rosbags.rosbag2 import StoragePlugin, Writer
         if storage not in STORAGES:
             raise BagError(f'--storage must be one of {", ".join(STORAGES)}, got {storage!r}')
         self.path = Path(path)
@@ -349,18 +424,35 @@ class OutputBag:
         if self.partial.exists():  # left by an interrupted earlier run: ours by name
             shutil.rmtree(self.partial)
         self.partial.mkdir()
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        try:
-            self._writer = Writer(self.partial / self.path.name, version=9,
-                                  storage_plugin=plugin)
-            self._writer.open()
-        except Exception as exc:
-            shutil.rmtree(self.partial, ignore_errors=True)
-            raise BagError(f'cannot write {self.path}: {exc}') from exc
         self._connections: Dict[str, Any] = {}
-        self._queue: List[Tuple[int, int, str, bytes]] = []
+        self._queue: List[Tuple[int, int, str, Any]] = []
         self._order = itertools.count()
         self.counts: Dict[str, int] = {}
+        self._writer: Any = None
+        self._jobs: Optional[queue.Queue] = None
+        self._thread: Optional[threading.Thread] = None
+        self._failure: Optional[BaseException] = None
+        self._stopping = False
+        if background:
+            self._jobs = queue.Queue(maxsize=BACKGROUND_JOBS)
+            self._thread = threading.Thread(target=self._work, name='densepred-bag-writer',
+                                            daemon=True)
+            self._thread.start()
+        try:
+            self._wait(self._open, storage)
+        except Exception as exc:
+            self._stop_thread()
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise BagError(f'cannot write {self.path}: {exc}') from exc
+
+    def _open(self, storage: str) -> None:
+        from rosbags.rosbag2 import StoragePlugin
+
+        from densepred_ros.bag_mcap import writer_class
+        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        writer = writer_class()(self.partial / self.path.name, version=9, storage_plugin=plugin)
+        writer.open()
+        self._writer = writer
 
     def add_topic(self, topic: str, msgtype: str, like: Any = None) -> None:
         """Declare a topic; ``like`` is an input Connection whose definition and QoS are kept.
@@ -371,47 +463,152 @@ class OutputBag:
         if topic in self._connections:
             return
         try:
-            if like is not None and like.msgdef.data and like.digest:
-                conn = self._writer.add_connection(
-                    topic, msgtype, msgdef=like.msgdef.data, rihs01=like.digest,
-                    serialization_format=like.ext.serialization_format,
-                    offered_qos_profiles=like.ext.offered_qos_profiles)
-            else:
-                qos = like.ext.offered_qos_profiles if like is not None else ()
-                if not qos and topic == '/tf_static':
-                    qos = [_latched_qos()]
-                conn = self._writer.add_connection(topic, msgtype, typestore=typestore(),
-                                                   offered_qos_profiles=qos)
+            conn = self._wait(self._add_connection, topic, msgtype, like)
+        except OutputError:
+            raise
         except Exception as exc:
             raise BagError(f'cannot write topic {topic} ({msgtype}): {exc}') from exc
         self._connections[topic] = conn
         self.counts[topic] = 0
 
-    def queue(self, topic: str, log_ns: int, raw: bytes) -> None:
-        """Queue a serialized message of a declared topic at log time ``log_ns``."""
-        heapq.heappush(self._queue, (int(log_ns), next(self._order), topic, raw))
+    def _add_connection(self, topic: str, msgtype: str, like: Any) -> Any:
+        if like is not None and like.msgdef.data and like.digest:
+            return self._writer.add_connection(
+                topic, msgtype, msgdef=like.msgdef.data, rihs01=like.digest,
+                serialization_format=like.ext.serialization_format,
+                offered_qos_profiles=like.ext.offered_qos_profiles)
+        qos = like.ext.offered_qos_profiles if like is not None else ()
+        if not qos and topic == '/tf_static':
+            qos = [_latched_qos()]
+        return self._writer.add_connection(topic, msgtype, typestore=typestore(),
+                                           offered_qos_profiles=qos)
+
+    def queue(self, topic: str, log_ns: int, raw: Any) -> None:
+        """Queue a serialized message of a declared topic at log time ``log_ns``.
+
+        ``raw`` (bytes or a buffer) is kept, not copied, until it is written: it must not
+        change afterwards.
+        """
+        self._call(self._push, topic, int(log_ns), raw)
+
+    def queue_message(self, topic: str, log_ns: int, msg: Any) -> None:
+        """Queue an rclpy message; the writer serializes it (`to_raw`).
+
+        The message must not change afterwards (in the background it is read later).
+        """
+        self._call(self._push_message, topic, int(log_ns), msg)
 
     def release(self, until_ns: Optional[int] = None) -> None:
         """Write the queued messages logged before ``until_ns`` (all when None)."""
-        while self._queue and (until_ns is None or self._queue[0][0] < until_ns):
-            log_ns, _, topic, raw = heapq.heappop(self._queue)
-            self._writer.write(self._connections[topic], log_ns, raw)
-            self.counts[topic] += 1
+        self._call(self._release, until_ns)
+
+    def flush(self) -> None:
+        """Wait until every call so far is done (the writer thread's work included).
+
+        Raises:
+            OutputError: writing failed.
+        """
+        self._wait(self._raise_failure)
 
     def commit(self) -> Path:
-        """Write what is queued, close the bag and rename it to the final path."""
+        """Write what is queued, close the bag and rename it to the final path.
+
+        Raises:
+            OutputError: writing failed (the temporary folder is left to `abort`).
+        """
         self.release()
-        self._writer.close()
+        self.flush()
+        try:
+            self._wait(self._writer.close)
+        except Exception as exc:
+            raise OutputError(f'cannot write {self.path}: {type(exc).__name__}: {exc}') from exc
+        self._stop_thread()
         (self.partial / self.path.name).rename(self.path)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.path
 
     def abort(self) -> None:
         """Stop writing and remove the temporary folder."""
+        self._stopping = True  # the thread skips the writes still waiting
         try:
-            self._writer.abort()
+            self._wait(self._writer.abort)
+        except OutputError:
+            pass  # aborting anyway; the folder goes below
         finally:
+            self._stop_thread()
             shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _push(self, topic: str, log_ns: int, raw: Any) -> None:
+        heapq.heappush(self._queue, (log_ns, next(self._order), topic, raw))
+
+    def _push_message(self, topic: str, log_ns: int, msg: Any) -> None:
+        self._push(topic, log_ns, to_raw(msg))
+
+    def _release(self, until_ns: Optional[int]) -> None:
+        while self._queue and (until_ns is None or self._queue[0][0] < until_ns):
+            log_ns, _, topic, raw = heapq.heappop(self._queue)
+            self._writer.write(self._connections[topic], log_ns, raw)
+            self.counts[topic] += 1
+
+    def _call(self, job: Any, *args: Any) -> None:
+        """Run job(*args) now, or hand it to the writer thread without waiting."""
+        if self._jobs is None:
+            try:
+                job(*args)
+            except Exception as exc:
+                raise OutputError(
+                    f'cannot write {self.path}: {type(exc).__name__}: {exc}') from exc
+            return
+        self._raise_failure()
+        self._put((job, args))
+
+    def _wait(self, function: Any, *args: Any) -> Any:
+        """Return function(*args), run by the writer thread when there is one."""
+        if self._jobs is None:
+            return function(*args)
+        job = _Sync(function, args)
+        self._put((job, ()))
+        while not job.done.wait(0.1):
+            if not self._thread.is_alive():
+                raise OutputError(f'cannot write {self.path}: the writer thread stopped')
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _put(self, item: Any) -> None:
+        while True:
+            if not self._thread.is_alive():
+                raise OutputError(f'cannot write {self.path}: the writer thread stopped')
+            try:
+                self._jobs.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _work(self) -> None:
+        """Run the calls in order (the writer thread); after a failure only drain them."""
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, args = item
+            if isinstance(job, _Sync):
+                job()
+            elif self._failure is None and not self._stopping:
+                try:
+                    job(*args)
+                except BaseException as exc:  # kept for the caller; the thread drains on
+                    self._failure = exc
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._put(None)
+            self._thread.join(THREAD_JOIN_TIMEOUT)
+
+    def _raise_failure(self) -> None:
+        exc = self._failure
+        if exc is not None:
+            raise OutputError(f'cannot write {self.path}: {type(exc).__name__}: {exc}') from exc
 
     def __enter__(self) -> 'OutputBag':
         """Return self."""

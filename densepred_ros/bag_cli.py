@@ -358,8 +358,7 @@ class BagProcessor:
             # Counted by kind: 'inlier ratio # < min_inlier_ratio=#'.
             summary.declined[re.sub(r'\d+(\.\d+)?', '#', out.alignment_reason or 'unknown')] += 1
         for name, msg in out.messages.items():
-            self.output.queue(_out_topic(self.args.namespace, name), frame.log_ns,
-                              bag.to_raw(msg))
+            self.output.queue_message(_out_topic(self.args.namespace, name), frame.log_ns, msg)
 
     def _warn(self, text: str) -> None:
         if self.args.verbose or sum(self.summary.failed.values()) <= 3:
@@ -403,9 +402,12 @@ class BagProcessor:
                     self._on_camera_info(raw)
                 elif conn.topic == topics.lidar:
                     self._on_scan(raw)
+        except bag.OutputError:
+            raise
         except Exception as exc:  # truncated or corrupt input: keep what was read
             self.summary.input_error = f'{type(exc).__name__}: {exc}'
         self._run_pending(None)
+        output.flush()
         self.summary.seconds = time.perf_counter() - started
         if self.progress is not None:
             self.progress.close()
@@ -462,6 +464,17 @@ def print_summary(summary: BagSummary, output: Path, file: Any = None) -> None:
     print(f'wrote {output}', file=file)
 
 
+def open_output(path: Path, storage: str, pipeline: Any) -> 'bag.OutputBag':
+    """Open the output bag as `densepred bag` writes it.
+
+    With the model on CUDA the serializing and writing of one frame's outputs run in a
+    writer thread, overlapping the model's work on the next (as the node overlaps its two
+    stages on CUDA only): on the CPU torch's threads already use every core, and a writer
+    thread beside them made the tool slower (docs/recordings.md).
+    """
+    return bag.OutputBag(path, storage, background=pipeline.device_label().startswith('cuda'))
+
+
 def process_bag(args: argparse.Namespace) -> BagSummary:
     """Run `densepred bag` with parsed arguments; return the summary.
 
@@ -482,10 +495,10 @@ def process_bag(args: argparse.Namespace) -> BagSummary:
             raise BagError(f'output {output_path} exists already; choose a new name')
         processor.pipeline = build_pipeline(config)
         try:
-            with bag.OutputBag(output_path, args.storage) as output:
+            with open_output(output_path, args.storage, processor.pipeline) as output:
                 summary = processor.run(reader, output)
-                summary.output_counts = dict(output.counts)
                 output.commit()
+                summary.output_counts = dict(output.counts)
         finally:
             processor.pipeline.predictor.close()
             if processor.pipeline.normals_predictor is not None:

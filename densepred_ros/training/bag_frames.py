@@ -127,7 +127,13 @@ class _NoOutput:
     def queue(self, *args: Any) -> None:
         """Ignore."""
 
+    def queue_message(self, *args: Any) -> None:
+        """Ignore."""
+
     def release(self, until_ns: Optional[int] = None) -> None:
+        """Ignore."""
+
+    def flush(self) -> None:
         """Ignore."""
 
 
