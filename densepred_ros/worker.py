@@ -1,7 +1,8 @@
 """The depth node's per-turn work: decode and infer, pair the lidar, finish, publish.
 
 `FrameWorker` runs a turn's frames through two stages (`holder.TwoStageWorker`): stage 1
-decodes the images and runs the model(s), stage 2 pairs the lidar scan, aligns, computes
+decodes the images and runs the model(s), in one call for the whole turn with
+``batching`` (`pipeline.DepthPipeline.infer_batch`), stage 2 pairs the lidar scan, aligns, computes
 the outputs and publishes them with each image's header. A failing frame is counted and
 the others go on; after ``max_consecutive_failures`` in a row it sets the fault on every
 camera and calls ``on_fault`` (the node deactivates itself on the executor thread).

@@ -192,30 +192,43 @@ def _result(out: str, code: int) -> Dict:
 
 
 def batch_exactness() -> Dict:
-    """Return max |batch of 3 − one by one| of the demo model's VAE encoder and decoder.
+    """Return max |batch of 3 − one by one| of the demo model's prediction and metric depth.
 
-    Why the node runs the frames of a turn one after another: a batch through the torch
-    components does not give the per-frame results bit for bit on the CPU.
+    Three 320×240 frames (two indoor, one outdoor up to 80 m) with a 32-beam lidar, in
+    fp32 and in dtype auto: the relative prediction, and the metric depth after the same
+    alignment (pixels finite in both), in metres.
     """
-    import torch
-    from densepred_ros.models import load_predictor, PredictorOptions, runtime
+    import numpy as np
+    from densepred_ros.camera_io import camera_pipeline
+    from densepred_ros.params import NodeConfig
+    from densepred_ros.pipeline import load_pipeline
     from densepred_ros.synthetic import make_frame
+    frames = [make_frame(seed, kind, width=320, height=240)
+              for seed, kind in ((1, 'indoor'), (2, 'outdoor'), (3, 'indoor'))]
     out = {}
     for dtype in ('fp32', 'auto'):
-        predictor = load_predictor(str(DEMO_MODEL), PredictorOptions(
-            device='cpu', dtype=dtype, processing_resolution=0))
-        images = [runtime.rgb_to_tensor(make_frame(s, 'indoor', width=96, height=64,
-                                                   beams=0).rgb) for s in (1, 2, 3)]
-        latents = [torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(k))
-                   for k in range(3)]
-        with torch.no_grad():
-            for name, inputs in (('vae_encoder', images), ('vae_decoder', latents)):
-                run = predictor.components[name]
-                single = [run(x.float()) for x in inputs]
-                batch = run(torch.cat(inputs).float())
-                out[f'{name} {dtype} ({predictor.dtype})'] = max(
-                    float((batch[k:k + 1] - single[k]).abs().max()) for k in range(3))
-        predictor.close()
+        shared = load_pipeline(NodeConfig.from_parameters({
+            'model.path': str(DEMO_MODEL), 'model.device': 'cpu', 'model.dtype': dtype}))
+        single = []
+        for frame in frames:
+            pipeline = camera_pipeline(shared)
+            single.append(pipeline.finish(pipeline.infer(frame.rgb), frame.camera,
+                                          frame.lidar_points, frame.T_cam_lidar))
+        pipelines = [camera_pipeline(shared) for _ in frames]
+        inferred = pipelines[0].infer_batch([f.rgb for f in frames], [None] * len(frames))
+        batched = [p.finish(i, f.camera, f.lidar_points, f.T_cam_lidar)
+                   for p, i, f in zip(pipelines, inferred, frames)]
+        rows = []
+        for a, b in zip(single, batched):
+            both = np.isfinite(a.metric) & np.isfinite(b.metric)
+            rows.append({
+                'relative': float(np.abs(a.relative - b.relative).max()),
+                'metric_m': float(np.abs(a.metric[both] - b.metric[both]).max()),
+                'metric_relative': float((np.abs(a.metric[both] - b.metric[both])
+                                          / a.metric[both]).max()),
+                'max_depth_m': float(a.metric[both].max())})
+        out[f'{dtype} ({shared.predictor.dtype})'] = rows
+        shared.close()
     return out
 
 
@@ -236,10 +249,13 @@ def main() -> None:
                         help='model.threads of the 3-camera node (0 = torch default)')
     parser.add_argument('--single-threads', type=int, default=None,
                         help='model.threads of each single-camera node (default: --threads)')
+    parser.add_argument('--multi-overlap', choices=('auto', 'on', 'off', 'both'),
+                        default=None, help='--overlap of the 3-camera node only (default: '
+                        '--overlap); both = one run with each')
     parser.add_argument('--batching', choices=('auto', 'off', 'both'), default='both',
                         help='batching of the 3-camera node; both = one run with each')
     parser.add_argument('--batch-exactness', action='store_true',
-                        help='only compare batched with per-frame VAE results')
+                        help='only compare batched with per-frame predictions and metric depth')
     parser.add_argument('--child', choices=('node', 'feed'), help=argparse.SUPPRESS)
     parser.add_argument('--cameras', default='', help=argparse.SUPPRESS)
     parser.add_argument('--rates', default='10', help=argparse.SUPPRESS)
@@ -253,20 +269,25 @@ def main() -> None:
         return
     from densepred_ros.scheduler import fair_shares
     three = ['front', 'left', 'right']
-    modes = ['auto', 'off'] if args.batching == 'both' else [args.batching]
+    batchings = ['auto', 'off'] if args.batching == 'both' else [args.batching]
+    overlap = args.multi_overlap or args.overlap
+    overlaps = ['off', 'on'] if overlap == 'both' else [overlap]
+    modes = [(b, o) for b in batchings for o in overlaps]
     single_args = argparse.Namespace(**{**vars(args), 'batching': 'auto', 'threads': (
         args.threads if args.single_threads is None else args.single_threads)})
     report: Dict = {'cpu': _cpu_name(), 'cpu_flags': _cpu_flags(), 'cores': os.cpu_count(),
-                    'load_before': os.getloadavg()[0], 'overlap': args.overlap,
+                    'load_before': os.getloadavg()[0], 'overlap_single_nodes': args.overlap,
                     'seconds': args.seconds, 'image': f'{args.width}x{args.height}',
                     'threads': {'three_camera_node': args.threads,
                                 'single_camera_nodes': single_args.threads}}
     one = Run([], [args.rate], single_args).start_feeding().result()
     multi = {}
-    for mode in modes:
-        mode_args = argparse.Namespace(**{**vars(args), 'batching': mode})
-        multi[mode] = Run(three, [args.rate] * 3, mode_args).start_feeding().result()
-    first = multi[modes[0]]
+    for batching, overlap in modes:
+        mode_args = argparse.Namespace(**{**vars(args), 'batching': batching,
+                                          'overlap': overlap})
+        multi[f'batching_{batching}_overlap_{overlap}'] = Run(
+            three, [args.rate] * 3, mode_args).start_feeding().result()
+    first = next(iter(multi.values()))
     report['memory'] = {'one_camera_gb': one['peak_rss_gb'],
                         'three_cameras_gb': first['peak_rss_gb'],
                         'ratio': first['peak_rss_gb'] / one['peak_rss_gb']}
@@ -284,19 +305,20 @@ def main() -> None:
             'three_nodes_per_frame': _per_frame([r['usage'] for r in single_results])}
         for mode, result in multi.items():
             total = sum(result['processed_hz'].values())
-            report['throughput'][f'one_node_batching_{mode}'] = {
+            report['throughput'][f'one_node_{mode}'] = {
                 'hz': total, 'ratio_to_three_nodes': total / three_nodes,
                 'per_camera_hz': result['processed_hz'],
                 'sent_hz': sum(result['sent_hz'].values()),
                 'per_frame': _per_frame([result['usage']]),
                 'batching': result['usage']['batching']}
-        fair_args = argparse.Namespace(**{**vars(args), 'batching': modes[0]})
+        fair_args = argparse.Namespace(**{**vars(args), 'batching': modes[0][0],
+                                          'overlap': modes[0][1]})
         fair = Run(three, [30.0, 5.0, 5.0], fair_args).start_feeding().result()
         rates = dict(zip(three, fair['rates']))
         total = sum(fair['processed_hz'].values())
         shares = fair_shares(rates, total)
         report['fairness'] = {
-            'batching': modes[0],
+            'batching': modes[0][0], 'overlap': modes[0][1],
             'input_hz': rates, 'processed_hz': fair['processed_hz'], 'fair_share_hz': shares,
             'share_ratio': {n: fair['processed_hz'][n] / shares[n] for n in three}}
     print(json.dumps(report, indent=2))
