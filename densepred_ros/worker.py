@@ -1,8 +1,8 @@
 """The depth node's per-turn work: decode and infer, pair the lidar, finish, publish.
 
 `FrameWorker` runs a turn's frames through two stages (`holder.TwoStageWorker`): stage 1
-decodes the images and runs the model(s), in one call for the whole turn with
-``batching`` (`pipeline.DepthPipeline.infer_batch`), stage 2 pairs the lidar scan, aligns, computes
+decodes the images and runs the model(s), one call for the whole turn with batching
+(`pipeline.DepthPipeline.infer_batch`); stage 2 pairs the lidar scan, aligns, computes
 the outputs and publishes them with each image's header. A failing frame is counted and
 the others go on; after ``max_consecutive_failures`` in a row it sets the fault on every
 camera and calls ``on_fault`` (the node deactivates itself on the executor thread).
@@ -200,7 +200,7 @@ class FrameWorker:
         """Stage 2: finish and publish every frame of the turn."""
         self._each(inferred, self._finish, lambda item: item.camera)
 
-    def _admit(self, camera: CameraIO, frame: FrameInput) -> Optional['_Admitted']:
+    def _admit(self, camera: CameraIO, frame: FrameInput) -> Optional[_Admitted]:
         """Decode one camera's image; None when the frame ends here (idle, stale, bad)."""
         stats, logger, clock = camera.stats, self._node.get_logger(), self._node.get_clock()
         wanted = camera.wanted()
@@ -236,18 +236,18 @@ class FrameWorker:
             return None
         return _Admitted(camera, frame, rgb, wanted, stamp, timings)
 
-    def _infer(self, item: '_Admitted') -> InferredFrame:
+    def _infer(self, item: _Admitted) -> InferredFrame:
         """Run the model(s) on one decoded frame."""
         return self._inferred(item, item.camera.pipeline.infer(item.rgb, item.wanted))
 
-    def _infer_together(self, items: List['_Admitted']) -> List[InferredFrame]:
+    def _infer_together(self, items: List[_Admitted]) -> List[InferredFrame]:
         """Run the model(s) once on the decoded frames of several cameras."""
         results = items[0].camera.pipeline.infer_batch([item.rgb for item in items],
                                                        [item.wanted for item in items])
         return [self._inferred(item, result) for item, result in zip(items, results)]
 
     @staticmethod
-    def _inferred(item: '_Admitted', inference: Inference) -> InferredFrame:
+    def _inferred(item: _Admitted, inference: Inference) -> InferredFrame:
         inference.timings.update(item.timings)
         camera = item.camera
         reset = camera.time_reset.is_set()

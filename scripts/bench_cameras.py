@@ -2,8 +2,8 @@
 """Several cameras on one model: memory, throughput and fairness of the depth node.
 
 Each node runs in a process of its own, fed over real rclpy by a feeder process (its
-own ROS domain per node), CPU only, alignment off (no lidar: the model and the
-scheduling are what is measured):
+own ROS domain per node), on the CPU unless ``--device`` says otherwise, alignment off
+(no lidar: the model and the scheduling are what is measured):
 
 * memory: peak RSS (VmHWM) of one node serving 3 cameras against one serving 1 camera,
   with the bundled demo model, or with a real-size Lotus-G architecture with random
@@ -38,7 +38,7 @@ DEMO_MODEL = ROOT / 'densepred_ros' / 'demo_models' / 'lotus-depth-demo'
 
 
 def _parameters(args: argparse.Namespace, names: List[str]) -> Dict:
-    params = {'model.path': str(DEMO_MODEL), 'model.device': 'cpu',
+    params = {'model.path': str(DEMO_MODEL), 'model.device': args.device,
               'alignment.enabled': False, 'qos.input_reliability': 'reliable',
               'max_age': 0.0, 'diagnostics_period': 1.0, 'model.threads': args.threads,
               'batching': args.batching}
@@ -81,7 +81,7 @@ def node_child(args: argparse.Namespace) -> None:
     usage = {'cpu_s': cpu, 'frames': model.frames, 'batches': model.batches,
              'model_s': model.inference_seconds, 'batching': model.batching,
              'torch_threads': _torch_threads()}
-    node.close()
+    node.close(timeout=300.0)   # a real-size model may be mid-batch (seconds)
     executor.shutdown()
     thread.join(timeout=5.0)
     node.destroy_node()
@@ -149,7 +149,7 @@ def _command(role: str, cameras: List[str], rates: List[float], args: argparse.N
             '--rates', ','.join(str(r) for r in rates), '--seconds', str(args.seconds),
             '--domain', str(domain), '--width', str(args.width), '--height',
             str(args.height), '--overlap', args.overlap, '--threads', str(args.threads),
-            '--batching', args.batching] + (
+            '--batching', args.batching, '--device', args.device] + (
                 ['--real-size'] if args.real_size else [])
 
 
@@ -245,6 +245,7 @@ def main() -> None:
     parser.add_argument('--overlap', choices=('auto', 'on', 'off'), default='auto',
                         help='two worker threads (inference overlapped with the rest) in '
                              'every node; auto = the node default (on with CUDA only)')
+    parser.add_argument('--device', default='cpu', help='model.device of every node')
     parser.add_argument('--threads', type=int, default=0,
                         help='model.threads of the 3-camera node (0 = torch default)')
     parser.add_argument('--single-threads', type=int, default=None,

@@ -220,6 +220,40 @@ def test_a_silent_camera_holds_up_nobody(multi, checkpoint, frames) -> None:
     assert state_id(m.rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
 
 
+class RefusesBatches(FramesOracle):
+    """The oracle, except that every batched call fails."""
+
+    def predict_batch(self, images) -> list:
+        """Fail, as a model out of memory for a batch would."""
+        self.batch_sizes.append(len(images))
+        raise RuntimeError('batch refused')
+
+
+def test_a_failed_batch_runs_again_frame_by_frame(multi, checkpoint, frames,
+                                                  monkeypatch) -> None:
+    oracle = RefusesBatches(frames.values())
+    monkeypatch.setattr('densepred_ros.models.load_predictor', lambda *a, **k: oracle)
+    m = multi({'model.path': checkpoint, 'alignment.enabled': False})
+    assert m.rig.node.start()
+    for feeder in m.feeders.values():
+        feeder.subscribe(['depth/relative'], diagnostics=False)
+    assert wait_for(lambda: all(f.connected(lidar=False) for f in m.feeders.values()), 10.0)
+
+    def done() -> bool:
+        return max(oracle.batch_sizes, default=0) > 1 and all(
+            f.count('depth/relative') > 0 for f in m.feeders.values())
+    for _ in range(60):
+        for name in CAMERAS:
+            m.feeders[name].publish(frames[name].rgb, frames[name].camera)
+        if wait_for(done, 0.4):
+            break
+    assert done(), (oracle.batch_sizes, {n: f.count('depth/relative')
+                                         for n, f in m.feeders.items()})
+    for name in CAMERAS:
+        assert m.rig.node.camera_stats(name).processing_errors == 0
+    assert state_id(m.rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
+
+
 @pytest.mark.parametrize('overrides, reason', [
     ({'cameras': ['front', 'front']}, "cameras: 'front' is given twice"),
     ({'cameras': ['front', '1eft']}, "cameras: '1eft' is not a valid relative ROS name"),
