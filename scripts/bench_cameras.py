@@ -291,7 +291,8 @@ def main() -> None:
     first = next(iter(multi.values()))
     report['memory'] = {'one_camera_gb': one['peak_rss_gb'],
                         'three_cameras_gb': first['peak_rss_gb'],
-                        'ratio': first['peak_rss_gb'] / one['peak_rss_gb']}
+                        'ratio': first['peak_rss_gb'] / one['peak_rss_gb'],
+                        'three_cameras_per_frame': _per_frame([first['usage']])}
     if not args.real_size:
         singles = [Run([], [args.rate], single_args) for _ in three]   # all ready, then fed
         single_results = [run.start_feeding() for run in singles]
