@@ -362,6 +362,8 @@ class ModelStatistics:
         self.frames = 0
         self.batch_sizes: Deque[int] = deque(maxlen=100)
         self.inference_time = Percentiles()
+        #: seconds spent in the model(s) since the start, all batches.
+        self.inference_seconds = 0.0
 
     def record_batch(self, size: int, seconds: float) -> None:
         """Count one turn of size frames that spent seconds in the model(s)."""
@@ -370,6 +372,7 @@ class ModelStatistics:
             self.frames += int(size)
             self.batch_sizes.append(int(size))
             self.inference_time.add(seconds)
+            self.inference_seconds += float(seconds)
 
     def summary(self, state: str, backend: str = '', device: str = '') -> DiagnosticSummary:
         """Summarise: OK while active, WARN otherwise; batch sizes and inference time."""

@@ -4,8 +4,9 @@ Only the ROS side lives here; the per-frame work is `pipeline.DepthPipeline`, th
 conversions are in `messages.py`, one camera's topics and state are a `camera_io.CameraIO`.
 With the ``cameras`` parameter one model serves several cameras: `scheduler.FrameScheduler`
 hands the worker the newest frame of every camera that has one (round-robin, so no camera
-starves and a silent one holds up nobody); the frames of a turn run one after another
-(`PER_FRAME_REASON`); alignment prior and statistics stay per camera.
+starves and a silent one holds up nobody); the frames of a turn run through the model as
+one batch where it allows it (``batching``, `batching_label`), else one after another;
+alignment prior and statistics stay per camera.
 
 Configure reads the parameters and loads the model (a bad value or a failed load is a
 FAILURE with the reason logged); activate subscribes and starts the workers; deactivate
@@ -45,9 +46,9 @@ from sensor_msgs.msg import PointCloud2
 SCAN_BUFFER = 20
 STOP_JOIN_TIMEOUT = 2.0
 EXIT_JOIN_TIMEOUT = 1.0
-#: Why the frames of one turn run one after another rather than as one batch.
-PER_FRAME_REASON = ('per-frame loop: a batch through the torch VAE/UNet is not bit-identical '
-                    'to per-frame predict on the CPU (docs/cameras.md)')
+#: Why the frames of one turn run one after another with ``batching: off``.
+BATCHING_OFF_REASON = ("batching: off: a camera's result never depends on the frames that "
+                       'shared its turn (docs/cameras.md)')
 
 __all__ = ['DepthNode', 'FrameInput', 'InferredFrame', 'main', 'run']
 
@@ -156,8 +157,9 @@ class DepthNode(Node):
         self._diag_timer = self.create_timer(config.diagnostics_period, self._publish_diagnostics)
         self._tf = TfLidarPose(self, config)
         self._pairing = ScanPairing(SCAN_BUFFER, config.alignment.max_time_offset, default)
+        batching = batching_label(config.batching, self._pipeline) if len(names) > 1 else ''
         self._frames.configure(config, self._cameras, self._pairing, self._tf,
-                               ModelStatistics(PER_FRAME_REASON if len(names) > 1 else ''))
+                               ModelStatistics(batching), batching == 'one batch')
         predictor = self._pipeline.predictor
         device = self._device_label()
         self._worker.overlap = (device.startswith('cuda') if self._overlap is None
@@ -171,7 +173,7 @@ class DepthNode(Node):
             f'post-processing, geometry kernels: {self._geometry}')
         if len(names) > 1:
             logger.info(f'{len(names)} cameras ({", ".join(names)}) share one model; each '
-                        f'turn takes the newest frame of every camera, {PER_FRAME_REASON}')
+                        f'turn takes the newest frame of every camera: {batching}')
         # rclpy fixes a logging call site's severity at its first call: one call site per
         # severity, or a fallback after a normal choice raises ValueError.
         for name, p in (('model.path', predictor),
@@ -350,6 +352,19 @@ def run(args: Optional[Sequence[str]] = None) -> int:
     """Run the node until SIGINT or SIGTERM; return the exit code (see `node_main.run`)."""
     from densepred_ros.node_main import run as run_node
     return run_node(args)
+
+
+def batching_label(batching: str, pipeline: DepthPipeline) -> str:
+    """Return how a turn's frames run: 'one batch', or 'per-frame loop: <reason>'.
+
+    Args:
+        batching: the ``batching`` parameter, 'auto' or 'off'.
+        pipeline: the shared pipeline (its models decide whether they take a batch).
+    """
+    if batching == 'off':
+        return f'per-frame loop: {BATCHING_OFF_REASON}'
+    reason = pipeline.batching_reason()
+    return f'per-frame loop: {reason}' if reason else 'one batch'
 
 
 def main(args: Optional[Sequence[str]] = None) -> int:

@@ -18,6 +18,7 @@ from densepred_ros.models.base import (
 FAMILIES = ('auto', 'lotus', 'marigold')
 RELIABILITIES = ('best_effort', 'reliable')
 IMAGE_TRANSPORTS = ('raw', 'compressed')
+BATCHING = ('auto', 'off')
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PROCESSING_RESOLUTION = 4096
 # A lidar (x forward, y left, z up) at the camera's origin: camera x = -lidar y,
@@ -181,6 +182,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'N/camera_info and publishes N/depth/image, ..., N/points; its lidar pose '
                   'is tf2, else camera.N.extrinsic, else alignment.extrinsic. Empty: one '
                   'camera on image and camera_info.'),
+    ParameterSpec('batching', 'auto',
+                  'How the frames of one turn run with several cameras: auto = one model '
+                  'call per processing size where every component runs on torch (an '
+                  'ONNX/TensorRT export has a batch of one: per-frame loop, reason logged); '
+                  "off = one frame after another, so a camera's result never depends on the "
+                  'frames that shared its turn.', choices=BATCHING),
     ParameterSpec('autostart', False,
                   'Configure and activate at start-up instead of waiting for lifecycle '
                   'transitions.'),
@@ -284,6 +291,8 @@ class NodeConfig:
         cameras: the camera names (empty: one camera on today's topic names).
         camera_extrinsics: camera name → its own lidar pose [x, y, z, qx, qy, qz, qw]
             (``camera.N.extrinsic``), for the cameras that have one.
+        batching: 'auto' (a turn's frames as one batch where the backend allows it) or
+            'off' (one after another).
     """
 
     model: ModelConfig
@@ -298,6 +307,7 @@ class NodeConfig:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     cameras: Tuple[str, ...] = ()
     camera_extrinsics: Mapping[str, Tuple[float, ...]] = field(default_factory=dict)
+    batching: str = 'auto'
 
     @staticmethod
     def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
@@ -369,7 +379,8 @@ class NodeConfig:
             image_transport=v['image_transport'],
             max_image_pixels=v['max_image_pixels'],
             cameras=v['cameras'],
-            camera_extrinsics=_camera_extrinsics(v['cameras'], per_camera))
+            camera_extrinsics=_camera_extrinsics(v['cameras'], per_camera),
+            batching=v['batching'])
 
 
 def _is_cuda_index(device: str) -> bool:

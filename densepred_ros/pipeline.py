@@ -20,7 +20,7 @@ optical frame (REP 103: x right, y down, z forward), metres.
 from dataclasses import dataclass, field
 import inspect
 import time
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
 from densepred_ros import geometry
 from densepred_ros.alignment import AlignmentResult, TemporalAligner
@@ -248,6 +248,62 @@ class DepthPipeline:
                          None if normals is None else normals.values, wanted, timings,
                          relative_tensor=depth.tensor,
                          normals_tensor=None if normals is None else normals.tensor)
+
+    def batching_reason(self) -> str:
+        """Return '' when `infer_batch` runs a turn as one batch, else why it loops."""
+        for name, model in (('model', self.predictor),
+                            ('normals model', self.normals_predictor)):
+            if model is None:
+                continue
+            if not callable(getattr(model, 'predict_batch', None)):
+                return f'the {name} ({model.spec.family}) predicts one frame at a time'
+            reason = getattr(model, 'batching_reason', '')
+            if reason:
+                return f'{name}: {reason}'
+        return ''
+
+    def infer_batch(self, images: Sequence[np.ndarray],
+                    wanted: Sequence[Optional[Iterable[str]]]) -> List[Inference]:
+        """Run the model(s) once on several images (of any cameras sharing the models).
+
+        Images of one processing size go through each model as one batch
+        (`models.LotusPredictor.predict_batch`); the normals model sees only the images
+        that want a normals output. Each Inference's 'predict' time is the whole call's.
+
+        Args:
+            images: H×W×3 uint8 RGB images.
+            wanted: for each image, its output names (None = all).
+
+        Raises:
+            ValueError: `batching_reason` is not empty, or the lengths differ.
+            Whatever the model raises.
+        """
+        reason = self.batching_reason()
+        if reason:
+            raise ValueError(f'cannot batch: {reason}')
+        if len(images) != len(wanted):
+            raise ValueError(f'{len(images)} images but {len(wanted)} output sets')
+        sets = [frozenset(OUTPUTS if w is None else w) for w in wanted]
+        timings: Dict[str, float] = {}
+        with timed(timings, 'predict'):
+            depth = self._predict_batch(self.predictor, images)
+            normals: List[Any] = [None] * len(images)
+            if self.normals_predictor is not None:
+                chosen = [i for i, w in enumerate(sets) if w & NORMALS_OUTPUTS]
+                if chosen:
+                    for i, prediction in zip(chosen, self._predict_batch(
+                            self.normals_predictor, [images[i] for i in chosen])):
+                        normals[i] = prediction
+        return [Inference(rgb, self.space, d.values, None if n is None else n.values, w,
+                          dict(timings), relative_tensor=d.tensor,
+                          normals_tensor=None if n is None else n.tensor)
+                for rgb, d, n, w in zip(images, depth, normals, sets)]
+
+    def _predict_batch(self, predictor: Any, images: Sequence[np.ndarray]) -> List[Any]:
+        """Run one model on several images (see `_predict`)."""
+        if id(predictor) in self._keeps_tensor:
+            return predictor.predict_batch(images, keep_tensor=True)
+        return predictor.predict_batch(images)
 
     def _predict(self, predictor: Any, rgb: np.ndarray) -> Any:
         """Run one model, asking for its device tensor when geometry runs on the device."""

@@ -1,7 +1,8 @@
 """The depth node's per-turn work: decode and infer, pair the lidar, finish, publish.
 
 `FrameWorker` runs a turn's frames through two stages (`holder.TwoStageWorker`): stage 1
-decodes the images and runs the model(s), stage 2 pairs the lidar scan, aligns, computes
+decodes the images and runs the model(s), one call for the whole turn with batching
+(`pipeline.DepthPipeline.infer_batch`); stage 2 pairs the lidar scan, aligns, computes
 the outputs and publishes them with each image's header. A failing frame is counted and
 the others go on; after ``max_consecutive_failures`` in a row it sets the fault on every
 camera and calls ``on_fault`` (the node deactivates itself on the executor thread).
@@ -10,7 +11,7 @@ camera and calls ``on_fault`` (the node deactivates itself on the executor threa
 from dataclasses import dataclass
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from densepred_ros import decode
 from densepred_ros.camera_io import CameraIO, FrameInput
@@ -52,6 +53,18 @@ class InferredFrame:
     reset_alignment: bool
 
 
+@dataclass
+class _Admitted:
+    """A decoded frame that goes to the model (see `InferredFrame` for the fields)."""
+
+    camera: CameraIO
+    frame: FrameInput
+    rgb: np.ndarray
+    wanted: Set[str]
+    stamp: Time
+    timings: Dict[str, float]
+
+
 class FrameWorker:
     """The worker threads of a depth node and what they do with each turn's frames.
 
@@ -76,6 +89,8 @@ class FrameWorker:
         self._failures_in_a_row = 0
         self._failure_lock = threading.Lock()
         self.model_stats = ModelStatistics()
+        #: run a turn's frames through the model in one call (`DepthPipeline.infer_batch`).
+        self.batching = False
         self.scheduler: FrameScheduler[FrameInput] = FrameScheduler([''], 1)
         # Stage 1 decodes and infers the frames of turn N+1 while stage 2 finishes and
         # publishes those of turn N.
@@ -85,8 +100,13 @@ class FrameWorker:
 
     def configure(self, config: NodeConfig, cameras: Sequence[CameraIO],
                   pairing: ScanPairing, tf: Optional[TfLidarPose],
-                  model_stats: ModelStatistics) -> None:
-        """Serve these cameras with this configuration, scan pairing and tf2 lookup."""
+                  model_stats: ModelStatistics, batching: bool = False) -> None:
+        """Serve these cameras with this configuration, scan pairing and tf2 lookup.
+
+        Args:
+            batching: run the frames of a turn through the model in one call.
+        """
+        self.batching = bool(batching)
         self._config, self._pairing, self._tf = config, pairing, tf
         self._cameras = list(cameras)
         self._by_name = {camera.name: camera for camera in self._cameras}
@@ -151,10 +171,27 @@ class FrameWorker:
         return results
 
     def _infer_batch(self, batch: List[Tuple[str, FrameInput]]) -> Optional[List[InferredFrame]]:
-        """Stage 1: decode and run the model on the newest frame of each camera in the turn."""
+        """Stage 1: decode and run the model on the newest frame of each camera in the turn.
+
+        With batching the turn's decoded frames go through the model in one call; should
+        that call fail, they run again one by one so that one camera's bad frame is
+        counted against that camera only.
+        """
         started = time.perf_counter()
-        inferred = self._each(batch, lambda item: self._infer(self._by_name[item[0]], item[1]),
+        admitted = self._each(batch, lambda item: self._admit(self._by_name[item[0]], item[1]),
                               lambda item: self._by_name[item[0]])
+        inferred = None
+        if len(admitted) > 1 and self.batching:
+            try:
+                inferred = self._infer_together(admitted)
+            except Exception as exc:  # retried frame by frame, where a failure is counted
+                if self.threads.stopping:
+                    raise
+                self._node.get_logger().warning(
+                    f'a batch of {len(admitted)} frames failed ({type(exc).__name__}: {exc}); '
+                    'running them one by one', throttle_duration_sec=5.0)
+        if inferred is None:
+            inferred = self._each(admitted, self._infer, lambda item: item.camera)
         if inferred:
             self.model_stats.record_batch(len(inferred), time.perf_counter() - started)
         return inferred or None
@@ -163,8 +200,8 @@ class FrameWorker:
         """Stage 2: finish and publish every frame of the turn."""
         self._each(inferred, self._finish, lambda item: item.camera)
 
-    def _infer(self, camera: CameraIO, frame: FrameInput) -> Optional[InferredFrame]:
-        """Decode one camera's image and run the model(s); None when the frame ends here."""
+    def _admit(self, camera: CameraIO, frame: FrameInput) -> Optional[_Admitted]:
+        """Decode one camera's image; None when the frame ends here (idle, stale, bad)."""
         stats, logger, clock = camera.stats, self._node.get_logger(), self._node.get_clock()
         wanted = camera.wanted()
         if not wanted:
@@ -197,11 +234,25 @@ class FrameWorker:
             stats.record_decode_error()
             logger.warning(f'skipping a frame: {exc}', throttle_duration_sec=5.0)
             return None
-        inference = camera.pipeline.infer(rgb, wanted)
-        inference.timings.update(timings)
+        return _Admitted(camera, frame, rgb, wanted, stamp, timings)
+
+    def _infer(self, item: _Admitted) -> InferredFrame:
+        """Run the model(s) on one decoded frame."""
+        return self._inferred(item, item.camera.pipeline.infer(item.rgb, item.wanted))
+
+    def _infer_together(self, items: List[_Admitted]) -> List[InferredFrame]:
+        """Run the model(s) once on the decoded frames of several cameras."""
+        results = items[0].camera.pipeline.infer_batch([item.rgb for item in items],
+                                                       [item.wanted for item in items])
+        return [self._inferred(item, result) for item, result in zip(items, results)]
+
+    @staticmethod
+    def _inferred(item: _Admitted, inference: Inference) -> InferredFrame:
+        inference.timings.update(item.timings)
+        camera = item.camera
         reset = camera.time_reset.is_set()
         camera.time_reset.clear()
-        return InferredFrame(camera, frame, inference, stamp, reset)
+        return InferredFrame(camera, item.frame, inference, item.stamp, reset)
 
     def _finish(self, inferred: InferredFrame) -> None:
         """Pair the lidar, run the rest of the pipeline, encode and publish one frame."""

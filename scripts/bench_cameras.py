@@ -2,19 +2,26 @@
 """Several cameras on one model: memory, throughput and fairness of the depth node.
 
 Each node runs in a process of its own, fed over real rclpy by a feeder process (its
-own ROS domain per node), CPU only, alignment off (no lidar: the model and the
-scheduling are what is measured):
+own ROS domain per node), on the CPU unless ``--device`` says otherwise, alignment off
+(no lidar: the model and the scheduling are what is measured):
 
 * memory: peak RSS (VmHWM) of one node serving 3 cameras against one serving 1 camera,
   with the bundled demo model, or with a real-size Lotus-G architecture with random
   weights (``--real-size``, as `densepred bench` builds it);
-* throughput: total processed frames/s of one node serving 3 cameras against three
-  single-camera nodes running at the same time, every camera at the same input rate;
+* throughput: total processed frames/s of one node serving 3 cameras (with ``batching``
+  auto and off, one after the other) against three single-camera nodes running at the
+  same time, every camera at the same input rate, with the node's CPU seconds and model
+  seconds per frame (where the time goes);
 * fairness: one node, cameras at 30, 5 and 5 Hz: each camera's processed rate against
   its max-min fair share of the node's total processed rate (`scheduler.fair_shares`).
 
+Threads: ``--threads`` sets model.threads of the 3-camera node, ``--single-threads`` that
+of each single-camera node (0 = torch's default, one per core: three nodes then run 3×
+that many threads on the same cores).
+
 Usage:
     PYTHONPATH=$PWD python scripts/bench_cameras.py [--seconds 20] [--real-size]
+    PYTHONPATH=$PWD python scripts/bench_cameras.py --threads 2 --single-threads 1
 """
 
 import argparse
@@ -31,9 +38,10 @@ DEMO_MODEL = ROOT / 'densepred_ros' / 'demo_models' / 'lotus-depth-demo'
 
 
 def _parameters(args: argparse.Namespace, names: List[str]) -> Dict:
-    params = {'model.path': str(DEMO_MODEL), 'model.device': 'cpu',
+    params = {'model.path': str(DEMO_MODEL), 'model.device': args.device,
               'alignment.enabled': False, 'qos.input_reliability': 'reliable',
-              'max_age': 0.0, 'diagnostics_period': 1.0}
+              'max_age': 0.0, 'diagnostics_period': 1.0, 'model.threads': args.threads,
+              'batching': args.batching}
     if names:
         params['cameras'] = names
     return params
@@ -65,14 +73,31 @@ def node_child(args: argparse.Namespace) -> None:
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     print('READY', flush=True)
+    cpu_start = _cpu_seconds()
     sys.stdin.readline()
+    cpu = _cpu_seconds() - cpu_start
     peak = peak_rss_gb()
-    node.close()
+    model = node.model_stats
+    usage = {'cpu_s': cpu, 'frames': model.frames, 'batches': model.batches,
+             'model_s': model.inference_seconds, 'batching': model.batching,
+             'torch_threads': _torch_threads()}
+    node.close(timeout=300.0)   # a real-size model may be mid-batch (seconds)
     executor.shutdown()
     thread.join(timeout=5.0)
     node.destroy_node()
     rclpy.try_shutdown()
-    print('RESULT ' + json.dumps({'peak_rss_gb': peak}), flush=True)
+    print('RESULT ' + json.dumps({'peak_rss_gb': peak, 'usage': usage}), flush=True)
+
+
+def _cpu_seconds() -> float:
+    """Return this process's user + system CPU seconds (every thread)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def _torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def feed_child(args: argparse.Namespace) -> None:
@@ -123,7 +148,8 @@ def _command(role: str, cameras: List[str], rates: List[float], args: argparse.N
     return [sys.executable, __file__, '--child', role, '--cameras', ','.join(cameras),
             '--rates', ','.join(str(r) for r in rates), '--seconds', str(args.seconds),
             '--domain', str(domain), '--width', str(args.width), '--height',
-            str(args.height), '--overlap', args.overlap] + (
+            str(args.height), '--overlap', args.overlap, '--threads', str(args.threads),
+            '--batching', args.batching, '--device', args.device] + (
                 ['--real-size'] if args.real_size else [])
 
 
@@ -166,30 +192,43 @@ def _result(out: str, code: int) -> Dict:
 
 
 def batch_exactness() -> Dict:
-    """Return max |batch of 3 − one by one| of the demo model's VAE encoder and decoder.
+    """Return max |batch of 3 − one by one| of the demo model's prediction and metric depth.
 
-    Why the node runs the frames of a turn one after another: a batch through the torch
-    components does not give the per-frame results bit for bit on the CPU.
+    Three 320×240 frames (two indoor, one outdoor up to 80 m) with a 32-beam lidar, in
+    fp32 and in dtype auto: the relative prediction, and the metric depth after the same
+    alignment (pixels finite in both), in metres.
     """
-    import torch
-    from densepred_ros.models import load_predictor, PredictorOptions, runtime
+    import numpy as np
+    from densepred_ros.camera_io import camera_pipeline
+    from densepred_ros.params import NodeConfig
+    from densepred_ros.pipeline import load_pipeline
     from densepred_ros.synthetic import make_frame
+    frames = [make_frame(seed, kind, width=320, height=240)
+              for seed, kind in ((1, 'indoor'), (2, 'outdoor'), (3, 'indoor'))]
     out = {}
     for dtype in ('fp32', 'auto'):
-        predictor = load_predictor(str(DEMO_MODEL), PredictorOptions(
-            device='cpu', dtype=dtype, processing_resolution=0))
-        images = [runtime.rgb_to_tensor(make_frame(s, 'indoor', width=96, height=64,
-                                                   beams=0).rgb) for s in (1, 2, 3)]
-        latents = [torch.randn(1, 8, 8, 12, generator=torch.Generator().manual_seed(k))
-                   for k in range(3)]
-        with torch.no_grad():
-            for name, inputs in (('vae_encoder', images), ('vae_decoder', latents)):
-                run = predictor.components[name]
-                single = [run(x.float()) for x in inputs]
-                batch = run(torch.cat(inputs).float())
-                out[f'{name} {dtype} ({predictor.dtype})'] = max(
-                    float((batch[k:k + 1] - single[k]).abs().max()) for k in range(3))
-        predictor.close()
+        shared = load_pipeline(NodeConfig.from_parameters({
+            'model.path': str(DEMO_MODEL), 'model.device': 'cpu', 'model.dtype': dtype}))
+        single = []
+        for frame in frames:
+            pipeline = camera_pipeline(shared)
+            single.append(pipeline.finish(pipeline.infer(frame.rgb), frame.camera,
+                                          frame.lidar_points, frame.T_cam_lidar))
+        pipelines = [camera_pipeline(shared) for _ in frames]
+        inferred = pipelines[0].infer_batch([f.rgb for f in frames], [None] * len(frames))
+        batched = [p.finish(i, f.camera, f.lidar_points, f.T_cam_lidar)
+                   for p, i, f in zip(pipelines, inferred, frames)]
+        rows = []
+        for a, b in zip(single, batched):
+            both = np.isfinite(a.metric) & np.isfinite(b.metric)
+            rows.append({
+                'relative': float(np.abs(a.relative - b.relative).max()),
+                'metric_m': float(np.abs(a.metric[both] - b.metric[both]).max()),
+                'metric_relative': float((np.abs(a.metric[both] - b.metric[both])
+                                          / a.metric[both]).max()),
+                'max_depth_m': float(a.metric[both].max())})
+        out[f'{dtype} ({shared.predictor.dtype})'] = rows
+        shared.close()
     return out
 
 
@@ -206,8 +245,18 @@ def main() -> None:
     parser.add_argument('--overlap', choices=('auto', 'on', 'off'), default='auto',
                         help='two worker threads (inference overlapped with the rest) in '
                              'every node; auto = the node default (on with CUDA only)')
+    parser.add_argument('--device', default='cpu', help='model.device of every node')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='model.threads of the 3-camera node (0 = torch default)')
+    parser.add_argument('--single-threads', type=int, default=None,
+                        help='model.threads of each single-camera node (default: --threads)')
+    parser.add_argument('--multi-overlap', choices=('auto', 'on', 'off', 'both'),
+                        default=None, help='--overlap of the 3-camera node only (default: '
+                        '--overlap); both = one run with each')
+    parser.add_argument('--batching', choices=('auto', 'off', 'both'), default='both',
+                        help='batching of the 3-camera node; both = one run with each')
     parser.add_argument('--batch-exactness', action='store_true',
-                        help='only compare batched with per-frame VAE results')
+                        help='only compare batched with per-frame predictions and metric depth')
     parser.add_argument('--child', choices=('node', 'feed'), help=argparse.SUPPRESS)
     parser.add_argument('--cameras', default='', help=argparse.SUPPRESS)
     parser.add_argument('--rates', default='10', help=argparse.SUPPRESS)
@@ -221,32 +270,81 @@ def main() -> None:
         return
     from densepred_ros.scheduler import fair_shares
     three = ['front', 'left', 'right']
-    report: Dict = {'cpu': _cpu_name(), 'overlap': args.overlap, 'seconds': args.seconds,
-                    'image': f'{args.width}x{args.height}'}
-    one = Run([], [args.rate], args).start_feeding().result()
-    multi = Run(three, [args.rate] * 3, args).start_feeding().result()
+    batchings = ['auto', 'off'] if args.batching == 'both' else [args.batching]
+    overlap = args.multi_overlap or args.overlap
+    overlaps = ['off', 'on'] if overlap == 'both' else [overlap]
+    modes = [(b, o) for b in batchings for o in overlaps]
+    single_args = argparse.Namespace(**{**vars(args), 'batching': 'auto', 'threads': (
+        args.threads if args.single_threads is None else args.single_threads)})
+    report: Dict = {'cpu': _cpu_name(), 'cpu_flags': _cpu_flags(), 'cores': os.cpu_count(),
+                    'load_before': os.getloadavg()[0], 'overlap_single_nodes': args.overlap,
+                    'seconds': args.seconds, 'image': f'{args.width}x{args.height}',
+                    'threads': {'three_camera_node': args.threads,
+                                'single_camera_nodes': single_args.threads}}
+    one = Run([], [args.rate], single_args).start_feeding().result()
+    multi = {}
+    for batching, overlap in modes:
+        mode_args = argparse.Namespace(**{**vars(args), 'batching': batching,
+                                          'overlap': overlap})
+        multi[f'batching_{batching}_overlap_{overlap}'] = Run(
+            three, [args.rate] * 3, mode_args).start_feeding().result()
+    first = next(iter(multi.values()))
     report['memory'] = {'one_camera_gb': one['peak_rss_gb'],
-                        'three_cameras_gb': multi['peak_rss_gb'],
-                        'ratio': multi['peak_rss_gb'] / one['peak_rss_gb']}
+                        'three_cameras_gb': first['peak_rss_gb'],
+                        'ratio': first['peak_rss_gb'] / one['peak_rss_gb'],
+                        'three_cameras_per_frame': _per_frame([first['usage']])}
     if not args.real_size:
-        singles = [Run([], [args.rate], args) for _ in three]   # all ready, then fed
+        singles = [Run([], [args.rate], single_args) for _ in three]   # all ready, then fed
         single_results = [run.start_feeding() for run in singles]
         single_results = [run.result() for run in singles]
+        three_nodes = sum(sum(r['processed_hz'].values()) for r in single_results)
         report['throughput'] = {
             'input_hz_per_camera': args.rate,
             'one_node_one_camera_hz': sum(one['processed_hz'].values()),
-            'one_node_three_cameras_hz': sum(multi['processed_hz'].values()),
-            'three_nodes_hz': sum(sum(r['processed_hz'].values()) for r in single_results),
-            'one_node_per_camera_hz': multi['processed_hz'],
-            'three_nodes_rss_gb_sum': sum(r['peak_rss_gb'] for r in single_results)}
-        fair = Run(three, [30.0, 5.0, 5.0], args).start_feeding().result()
+            'three_nodes_hz': three_nodes,
+            'three_nodes_sent_hz': sum(sum(r['sent_hz'].values()) for r in single_results),
+            'three_nodes_rss_gb_sum': sum(r['peak_rss_gb'] for r in single_results),
+            'three_nodes_per_frame': _per_frame([r['usage'] for r in single_results])}
+        for mode, result in multi.items():
+            total = sum(result['processed_hz'].values())
+            report['throughput'][f'one_node_{mode}'] = {
+                'hz': total, 'ratio_to_three_nodes': total / three_nodes,
+                'per_camera_hz': result['processed_hz'],
+                'sent_hz': sum(result['sent_hz'].values()),
+                'per_frame': _per_frame([result['usage']]),
+                'batching': result['usage']['batching']}
+        fair_args = argparse.Namespace(**{**vars(args), 'batching': modes[0][0],
+                                          'overlap': modes[0][1]})
+        fair = Run(three, [30.0, 5.0, 5.0], fair_args).start_feeding().result()
         rates = dict(zip(three, fair['rates']))
         total = sum(fair['processed_hz'].values())
         shares = fair_shares(rates, total)
         report['fairness'] = {
+            'batching': modes[0][0], 'overlap': modes[0][1],
             'input_hz': rates, 'processed_hz': fair['processed_hz'], 'fair_share_hz': shares,
             'share_ratio': {n: fair['processed_hz'][n] / shares[n] for n in three}}
     print(json.dumps(report, indent=2))
+
+
+def _per_frame(usages: List[Dict]) -> Dict:
+    """Return CPU ms and model ms per frame, batch size and threads of node process(es)."""
+    frames = sum(u['frames'] for u in usages) or 1
+    return {'cpu_ms': 1e3 * sum(u['cpu_s'] for u in usages) / frames,
+            'model_wall_ms': 1e3 * sum(u['model_s'] for u in usages) / frames,
+            'batch_size_mean': frames / max(1, sum(u['batches'] for u in usages)),
+            'torch_threads': [u['torch_threads'] for u in usages]}
+
+
+def _cpu_flags() -> List[str]:
+    """Return the SIMD flags that decide the CPU kernels (avx2, avx512*, amx*)."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('flags'):
+                return sorted(f for f in line.split(':', 1)[1].split()
+                              if f == 'avx2' or f.startswith(('avx512_bf16', 'amx')))
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_name() -> str:

@@ -60,9 +60,17 @@ class FramesOracle:
         self.spec = ModelSpec(family='lotus', variant='g', space='depth',
                               default_processing_resolution=0, source='oracle')
 
+        self.batching_reason = ''
+        self.batch_sizes = []
+
     def predict(self, rgb: np.ndarray) -> Prediction:
         """Return the normalised true depth of a known frame."""
         return Prediction(space='depth', values=self.known[rgb.tobytes()].copy())
+
+    def predict_batch(self, images) -> list:
+        """Return the normalised true depth of each known frame; record the batch size."""
+        self.batch_sizes.append(len(images))
+        return [self.predict(rgb) for rgb in images]
 
     def close(self) -> None:
         """Nothing to free."""
@@ -116,13 +124,19 @@ def multi(ros, request):
         rig.close()
 
 
-def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames,
-                                                  monkeypatch) -> None:
+@pytest.mark.parametrize('batching', ['auto', 'off'])
+def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames, monkeypatch,
+                                                  batching) -> None:
+    """Each camera gets its own frame's metric depth back, batched or frame by frame.
+
+    The oracle is exact whatever the batch, so this checks the wiring of both paths within
+    1e-5; what batching does to a real model's numbers is test_batching's.
+    """
     oracle = FramesOracle(frames.values())
     monkeypatch.setattr('densepred_ros.models.load_predictor', lambda *a, **k: oracle)
     extrinsics = {f'camera.{name}.extrinsic': extrinsic_parameter(frame.T_cam_lidar)
                   for name, frame in frames.items()}
-    m = multi({'model.path': checkpoint, **extrinsics})
+    m = multi({'model.path': checkpoint, 'batching': batching, **extrinsics})
     assert m.rig.node.start()
     for name, feeder in m.feeders.items():
         feeder.subscribe(['depth/image'], diagnostics=False)
@@ -133,11 +147,17 @@ def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames,
 
     def all_back() -> bool:
         return all(f.count('depth/image') > 0 for f in m.feeders.values())
+
+    def batched() -> bool:   # until a turn held several cameras (auto) at least once
+        return batching == 'off' or max(oracle.batch_sizes, default=0) > 1
     for _ in range(60):
         m.publish(frames, frames['front'], CAMERAS)
-        if wait_for(all_back, 0.4):
+        if wait_for(lambda: all_back() and batched(), 0.4):
             break
     assert all_back(), {n: f.count('depth/image') for n, f in m.feeders.items()}
+    assert batched(), oracle.batch_sizes
+    if batching == 'off':
+        assert oracle.batch_sizes == []
     got = {n: decode.image_to_depth(f.latest('depth/image')) for n, f in m.feeders.items()}
     assert not np.allclose(got['front'], got['left'], equal_nan=True)   # three views
 
@@ -196,7 +216,41 @@ def test_a_silent_camera_holds_up_nobody(multi, checkpoint, frames) -> None:
     assert latest(f'{name}: right')['camera'] == 'right'
     model = latest(f'{name}: model')
     assert int(model['batches']) >= 3 and model['batch size max'] == '1'
-    assert model['batching'].startswith('per-frame loop')
+    assert model['batching'] == 'one batch'   # a torch model takes a batch
+    assert state_id(m.rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
+
+
+class RefusesBatches(FramesOracle):
+    """The oracle, except that every batched call fails."""
+
+    def predict_batch(self, images) -> list:
+        """Fail, as a model out of memory for a batch would."""
+        self.batch_sizes.append(len(images))
+        raise RuntimeError('batch refused')
+
+
+def test_a_failed_batch_runs_again_frame_by_frame(multi, checkpoint, frames,
+                                                  monkeypatch) -> None:
+    oracle = RefusesBatches(frames.values())
+    monkeypatch.setattr('densepred_ros.models.load_predictor', lambda *a, **k: oracle)
+    m = multi({'model.path': checkpoint, 'alignment.enabled': False})
+    assert m.rig.node.start()
+    for feeder in m.feeders.values():
+        feeder.subscribe(['depth/relative'], diagnostics=False)
+    assert wait_for(lambda: all(f.connected(lidar=False) for f in m.feeders.values()), 10.0)
+
+    def done() -> bool:
+        return max(oracle.batch_sizes, default=0) > 1 and all(
+            f.count('depth/relative') > 0 for f in m.feeders.values())
+    for _ in range(60):
+        for name in CAMERAS:
+            m.feeders[name].publish(frames[name].rgb, frames[name].camera)
+        if wait_for(done, 0.4):
+            break
+    assert done(), (oracle.batch_sizes, {n: f.count('depth/relative')
+                                         for n, f in m.feeders.items()})
+    for name in CAMERAS:
+        assert m.rig.node.camera_stats(name).processing_errors == 0
     assert state_id(m.rig.node) == StateMsg.PRIMARY_STATE_ACTIVE
 
 

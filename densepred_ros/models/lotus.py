@@ -14,7 +14,7 @@ UNet at t = 999, decode, map [-1, 1] → [0, 1], channel mean for depth.
 import copy
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from densepred_ros.models import backends, runtime
 from densepred_ros.models.base import (
@@ -276,44 +276,55 @@ class LotusPredictor:
 
     @torch.no_grad()
     def predict_latent(self, image: torch.Tensor) -> torch.Tensor:
-        """Run the single step on a 1×3×H×W image in [-1, 1] (H, W multiples of 8).
+        """Run the single step on N×3×H×W images in [-1, 1] (H, W multiples of 8).
+
+        Each image of a batch gets the noise a batch of one would get (the same seeded
+        draw), so a frame's result does not depend on its batch mates beyond the
+        components' own rounding (see `batching_reason`).
 
         Returns:
-            The 1×C×H×W decoded annotation in [-1, 1], float32, on the model's device.
+            The N×C×H×W decoded annotations in [-1, 1], float32, on the model's device.
         """
         from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-        from diffusers.utils.torch_utils import randn_tensor
 
         image = image.to(self.device, torch.float32)
         # The glue between components runs in float32 whatever the components' dtype: the
         # same seed draws the same noise in every dtype, and an ONNX Runtime or TensorRT
         # component is not fed a value rounded to a torch dtype it does not use.
         moments = self.components['vae_encoder'](image).to(self.device, torch.float32)
-        posterior = DiagonalGaussianDistribution(moments)                 # of 1×2C×h×w
+        posterior = DiagonalGaussianDistribution(moments)                 # of N×2C×h×w
+        count = image.shape[0]
         if self.options.latent == 'sample':
             # The authors draw the posterior sample from torch's global RNG seeded with
             # the run's seed; a fresh generator seeded alike gives the same draw.
-            noise = randn_tensor(posterior.mean.shape, generator=self._generator(),
-                                 device=self.device, dtype=torch.float32)
+            noise = self._noise(posterior.mean.shape)
             rgb_latent = posterior.mean + posterior.std * noise
         else:
             rgb_latent = posterior.mean
-        rgb_latent = rgb_latent * self.vae.config.scaling_factor          # 1×4×h×w
+        rgb_latent = rgb_latent * self.vae.config.scaling_factor          # N×4×h×w
 
         timestep = torch.tensor(TIMESTEP, device=self.device, dtype=torch.long)
         if self.spec.variant == 'g':
-            noise = randn_tensor(rgb_latent.shape, generator=self._generator(),
-                                 device=self.device, dtype=torch.float32)
+            noise = self._noise(rgb_latent.shape)
             noise = self.scheduler.scale_model_input(
                 noise * self.scheduler.init_noise_sigma, timestep)
-            unet_input = torch.cat([rgb_latent, noise], dim=1)          # 1×8×h×w
+            unet_input = torch.cat([rgb_latent, noise], dim=1)          # N×8×h×w
         else:
-            unet_input = rgb_latent                                       # 1×4×h×w
+            unet_input = rgb_latent                                       # N×4×h×w
         x0 = self.components['unet'](
-            unet_input.float(), timestep.float().reshape(1), self.prompt_embeds,
-            self.task_emb)                                                # 1×4×h×w
-        decoded = self.components['vae_decoder'](x0)                      # 1×3×H×W
+            unet_input.float(), timestep.float().reshape(1).expand(count),
+            self.prompt_embeds.expand(count, -1, -1),
+            self.task_emb.expand(count, -1))                              # N×4×h×w
+        decoded = self.components['vae_decoder'](x0)                      # N×3×H×W
         return decoded.to(self.device, torch.float32)
+
+    def _noise(self, shape: Tuple[int, ...]) -> torch.Tensor:
+        """Return the seeded N×... noise: one draw of a batch of one, repeated N times."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        one = randn_tensor((1, *shape[1:]), generator=self._generator(),
+                           device=self.device, dtype=torch.float32)
+        return one.expand(shape[0], *shape[1:]).contiguous()
 
     @torch.no_grad()
     def predict(self, rgb: np.ndarray, keep_tensor: bool = False) -> Prediction:
@@ -329,13 +340,55 @@ class LotusPredictor:
             A Prediction at H×W: depth/disparity in [0, 1] (float32), or unit normals in
             the camera optical frame.
         """
-        prediction = self._predict(rgb)
-        if not keep_tensor:
-            return prediction
-        tensor = torch.from_numpy(np.ascontiguousarray(prediction.values)).to(self.device)
-        return Prediction(prediction.space, prediction.values, tensor=tensor)
+        return self.predict_batch([rgb], keep_tensor)[0]
 
-    def _predict(self, rgb: np.ndarray) -> Prediction:
+    @property
+    def batching_reason(self) -> str:
+        """Return '' when `predict_batch` runs a group as one batch, else why it loops.
+
+        The torch components take any batch size; an ONNX Runtime or TensorRT component
+        was exported for a batch of one (`densepred export`), so such a model runs the
+        frames of a batch one after another.
+        """
+        fixed = [f'{c.component} on {c.backend}' for c in self.backend_choices.values()
+                 if c.backend != 'torch']
+        if fixed:
+            return (f'{", ".join(fixed)} exported with a batch dimension of 1: one frame '
+                    'at a time')
+        return ''
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[np.ndarray],
+                      keep_tensor: bool = False) -> List[Prediction]:
+        """Predict for several images, one model call per processing size.
+
+        Images processed at the same (padded) size run as one batch through the torch
+        components; images of other sizes form batches of their own; with a component
+        that takes only a batch of one (`batching_reason`) every image runs alone.
+
+        Args:
+            images: H×W×3 uint8 RGB images (sizes may differ).
+            keep_tensor: see `predict`.
+
+        Returns:
+            One Prediction per image, in order (see `predict`).
+        """
+        prepared = [self._prepare(rgb) for rgb in images]
+        groups: Dict[Tuple[int, ...], List[int]] = {}
+        for index, (padded, _, _) in enumerate(prepared):
+            key = tuple(padded.shape) if not self.batching_reason else (index,)
+            groups.setdefault(key, []).append(index)
+        out: List[Optional[Prediction]] = [None] * len(prepared)
+        for indices in groups.values():
+            decoded = self.predict_latent(torch.cat([prepared[i][0] for i in indices]))
+            for row, index in enumerate(indices):
+                _, size, shape = prepared[index]
+                out[index] = self._finish(decoded[row:row + 1], size, shape, keep_tensor)
+        return out
+
+    def _prepare(self, rgb: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int],
+                                                 Tuple[int, int]]:
+        """Return (1×3×H'×W' padded model input, processing size, input size)."""
         runtime.check_rgb(rgb)
         height, width = rgb.shape[:2]
         image = runtime.rgb_to_tensor(rgb)                                # 1×3×H×W
@@ -348,15 +401,24 @@ class LotusPredictor:
                 f'{self.export_size[1]}×{self.export_size[0]} (export_dir '
                 f'{self.options.export_dir}); export for this size or change the '
                 'processing resolution')
-        padded = runtime.pad_to_multiple(image, self.pad_multiple)
-        decoded = self.predict_latent(padded)[:, :, :size[0], :size[1]]
+        return runtime.pad_to_multiple(image, self.pad_multiple), size, (height, width)
+
+    def _finish(self, decoded: torch.Tensor, size: Tuple[int, int],
+                shape: Tuple[int, int], keep_tensor: bool) -> Prediction:
+        """Turn one 1×3×H'×W' decoded annotation into the Prediction at the input size."""
+        decoded = decoded[:, :, :size[0], :size[1]]
         annotation = (decoded / 2.0 + 0.5).clamp(0.0, 1.0)                 # 1×3×h×w
-        annotation = runtime.resize(annotation.cpu(), (height, width))
+        annotation = runtime.resize(annotation.cpu(), shape)
         values = annotation[0].permute(1, 2, 0).numpy()                   # H×W×3
         if self.spec.space == NORMALS:
             normals = runtime.unit_normals(values * 2.0 - 1.0)
-            return Prediction(NORMALS, runtime.model_normals_to_optical(normals))
-        return Prediction(self.spec.space, values.mean(axis=-1).astype(np.float32))
+            prediction = Prediction(NORMALS, runtime.model_normals_to_optical(normals))
+        else:
+            prediction = Prediction(self.spec.space, values.mean(axis=-1).astype(np.float32))
+        if not keep_tensor:
+            return prediction
+        tensor = torch.from_numpy(np.ascontiguousarray(prediction.values)).to(self.device)
+        return Prediction(prediction.space, prediction.values, tensor=tensor)
 
     def close(self) -> None:
         """Drop the model's weights."""
