@@ -311,7 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--beams', type=int, default=32)
     parser.add_argument('--seed', type=int, default=1000)
     parser.add_argument('--device', default='auto',
-                        help="model device: 'auto' (CUDA when available, as the node), 'cpu' or 'cuda[:N]'")
+                        help="model device: 'auto' (CUDA when available, as the node), "
+                             "'cpu' or 'cuda[:N]'")
     parser.add_argument('--bag', default=None, metavar='PATH',
                         help='instead of running the node, write the generated sequence as '
                              'a rosbag2 (JPEG camera, camera_info, lidar, /tf_static, exact '
