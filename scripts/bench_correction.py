@@ -49,15 +49,23 @@ def baseline(uv: np.ndarray, z: np.ndarray, shape) -> np.ndarray:
     return np.where(np.isfinite(lin), lin, near).astype(np.float32)
 
 
-def alt_gaussian(rel, space, uv, z, cfg, sigma_px=24.0):
-    """Alternative: normalised Gaussian convolution of the inlier residuals (not edge-aware)."""
+def _global_residuals(rel, space, uv, z):
+    """Return (global fit, its model-space map, valid-point mask, their residuals)."""
     g = align(rel, space, uv, z, config=AlignmentConfig(correction='none'))
     if not g.ok:
-        return g.depth
+        return g, None, None, None
     y_hat = g.scale * rel.astype(np.float64) + g.shift
     d = rel[uv[:, 1], uv[:, 0]].astype(np.float64)
     ok = np.isfinite(d) & (z > 0)
     r = to_model_space(z[ok].astype(np.float64), space) - (g.scale * d[ok] + g.shift)
+    return g, y_hat, ok, r
+
+
+def alt_gaussian(rel, space, uv, z, cfg, sigma_px=24.0):
+    """Alternative: normalised Gaussian convolution of the inlier residuals (not edge-aware)."""
+    g, y_hat, ok, r = _global_residuals(rel, space, uv, z)
+    if not g.ok:
+        return g.depth
     keep = np.abs(r) < np.percentile(np.abs(r), 90) * 3
     num = np.zeros(rel.shape)
     den = np.zeros(rel.shape)
@@ -73,13 +81,9 @@ def alt_gaussian(rel, space, uv, z, cfg, sigma_px=24.0):
 
 def alt_scale_map(rel, space, uv, z, cfg):
     """Alternative (VI-Depth style): linearly interpolated residuals, 0 outside the hull."""
-    g = align(rel, space, uv, z, config=AlignmentConfig(correction='none'))
+    g, y_hat, ok, r = _global_residuals(rel, space, uv, z)
     if not g.ok:
         return g.depth
-    y_hat = g.scale * rel.astype(np.float64) + g.shift
-    d = rel[uv[:, 1], uv[:, 0]].astype(np.float64)
-    ok = np.isfinite(d) & (z > 0)
-    r = to_model_space(z[ok].astype(np.float64), space) - (g.scale * d[ok] + g.shift)
     keep = np.abs(r) < 3.0 * 1.4826 * np.median(np.abs(r)) + 1e-6
     h, w = rel.shape
     grid_v, grid_u = np.mgrid[0:h, 0:w]

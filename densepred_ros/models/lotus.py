@@ -374,9 +374,10 @@ class LotusPredictor:
             One Prediction per image, in order (see `predict`).
         """
         prepared = [self._prepare(rgb) for rgb in images]
+        one_at_a_time = bool(self.batching_reason)
         groups: Dict[Tuple[int, ...], List[int]] = {}
         for index, (padded, _, _) in enumerate(prepared):
-            key = tuple(padded.shape) if not self.batching_reason else (index,)
+            key = (index,) if one_at_a_time else tuple(padded.shape)
             groups.setdefault(key, []).append(index)
         out: List[Optional[Prediction]] = [None] * len(prepared)
         for indices in groups.values():
