@@ -352,12 +352,16 @@ class ModelStatistics:
     Args:
         batching: how the frames of one turn run, e.g. 'one batch' or 'per-frame loop
             (reason)'.
+
+    Attributes:
+        lanes: how many batches run at once (`scheduler.FrameScheduler.lanes_label`).
     """
 
     def __init__(self, batching: str = '') -> None:
         """Start with no batch."""
         self._lock = threading.Lock()
         self.batching = batching
+        self.lanes = '1'
         self.batches = 0
         self.frames = 0
         self.batch_sizes: Deque[int] = deque(maxlen=100)
@@ -382,6 +386,7 @@ class ModelStatistics:
             values = [
                 ('state', state),
                 ('batching', self.batching),
+                ('parallel batches', self.lanes),
                 ('batches', str(self.batches)),
                 ('frames', str(self.frames)),
                 ('batch size mean', f'{np.mean(sizes):.2f}' if sizes else 'nan'),

@@ -19,7 +19,7 @@ from densepred_ros.messages import (
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import Executor, MultiThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -56,12 +56,16 @@ class Feeder:
         node_name: the feeding node's name.
         on_output: called as on_output(topic, msg) for every output message received,
             from the executor thread.
+        executor: spin on this executor, which the caller spins (several feeders in one
+            process on one thread); None = a two-thread executor of its own, spun in a
+            background thread.
     """
 
     def __init__(self, namespace: str = '', *, domain_id: Optional[int] = None,
                  qos_depth: int = 5, keep: Optional[int] = None,
                  node_name: str = 'densepred_feeder',
-                 on_output: Optional[Callable[[str, Any], None]] = None) -> None:
+                 on_output: Optional[Callable[[str, Any], None]] = None,
+                 executor: Optional[Executor] = None) -> None:
         """Create the node and its publishers, and start spinning."""
         self.namespace = namespace.rstrip('/')
         self.context = None
@@ -84,10 +88,13 @@ class Feeder:
         self.subscriptions: Dict[str, Any] = {}
         self._on_output = on_output
         self._nodes: List[Any] = []
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self._own_executor = executor is None
+        self.executor = executor or MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.helper)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.thread: Optional[threading.Thread] = None
+        if self._own_executor:
+            self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+            self.thread.start()
 
     def add_node(self, node: Any) -> None:
         """Spin another node (the depth node) on the feeder's executor."""
@@ -241,8 +248,12 @@ class Feeder:
         for node in self._nodes:
             if hasattr(node, 'close'):
                 node.close()  # the depth node stops its workers before the executor
-        self.executor.shutdown()
-        self.thread.join(timeout=2.0)
+        if self._own_executor:
+            self.executor.shutdown()
+            self.thread.join(timeout=2.0)
+        else:
+            for node in self._nodes + [self.helper]:
+                self.executor.remove_node(node)
         for node in self._nodes:
             node.destroy_node()
         self.helper.destroy_node()

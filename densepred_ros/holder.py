@@ -103,13 +103,16 @@ class LatestHolder(Generic[T]):
 
 
 class TwoStageWorker(Generic[T, U]):
-    """Runs two stages on the newest items of a holder, overlapped or one after the other.
+    """Runs two stages on the newest items of a holder: overlapped, in lanes, or in turn.
 
     With overlap, one thread takes the newest item from `source` and runs `first` on it,
     and hands the result over (one slot, `put_when_empty`) to a second thread running
     `second`: while item N is in the second stage, item N+1 is in the first. The hand-over
     never queues more than one item; meanwhile newer inputs keep replacing each other in
-    `source` (latest-item semantics). Without overlap one thread runs both stages.
+    `source` (latest-item semantics). Without overlap each of ``lanes`` threads takes an
+    item and runs both stages on it; several lanes work on different items at once (the
+    source decides which items may be in flight together, see
+    `scheduler.FrameScheduler.done`).
 
     Args:
         source: where the inputs arrive.
@@ -117,18 +120,24 @@ class TwoStageWorker(Generic[T, U]):
         second: stage 2.
         on_error: called with an exception raised by either stage (not after `stop`);
             return False to end the thread that raised it.
-        overlap: two threads (True) or one.
+        overlap: two threads (True) or ``lanes`` threads running both stages (False).
         poll: seconds between checks of the stop flag while waiting.
         name: thread name prefix.
+        lanes: threads taking items from `source` without overlap (>= 1).
+        done: called with each item taken once it has left the worker (after stage 2,
+            after stage 1 ended it, or after an error; with overlap once handed over).
     """
 
     def __init__(self, source: LatestHolder[T], first: Callable[[T], Optional[U]],
                  second: Callable[[U], None], on_error: Callable[[Exception], bool],
-                 overlap: bool = True, poll: float = 0.1, name: str = 'worker') -> None:
+                 overlap: bool = True, poll: float = 0.1, name: str = 'worker',
+                 lanes: int = 1, done: Optional[Callable[[T], None]] = None) -> None:
         """Create the worker; nothing runs until `start`."""
         self.source = source
         self.first, self.second, self.on_error = first, second, on_error
         self.overlap = overlap
+        self.lanes = lanes
+        self.done = done
         self.poll = poll
         self.name = name
         self.handover: LatestHolder[U] = LatestHolder()
@@ -141,11 +150,20 @@ class TwoStageWorker(Generic[T, U]):
         return self._stop.is_set()
 
     def start(self) -> None:
-        """Open the holders and start the thread(s)."""
+        """Open the holders and start the thread(s).
+
+        Raises:
+            ValueError: lanes is not a positive integer, or lanes > 1 with overlap.
+        """
+        if int(self.lanes) != self.lanes or self.lanes < 1:
+            raise ValueError(f'lanes must be a positive integer, got {self.lanes!r}')
+        if self.overlap and self.lanes > 1:
+            raise ValueError('overlap runs one lane: the lanes already overlap each other')
         self._stop.clear()
         self.source.reopen()
         self.handover.reopen()
-        loops = [self._first_loop] + ([self._second_loop] if self.overlap else [])
+        loops = [self._first_loop] * int(self.lanes) + (
+            [self._second_loop] if self.overlap else [])
         self._threads = [threading.Thread(target=loop, name=f'{self.name}-{i + 1}',
                                           daemon=True) for i, loop in enumerate(loops)]
         for thread in self._threads:
@@ -179,14 +197,20 @@ class TwoStageWorker(Generic[T, U]):
     def _first_loop(self) -> None:
         while not self._stop.is_set():
             item = self.source.take(timeout=self.poll)
-            if item is None or self._stop.is_set():
+            if item is None:
                 continue
-            go_on, handed = self._run(self.first, item)
-            if go_on and handed is not None:
-                if self.overlap:
-                    self.handover.put_when_empty(handed)
-                else:
-                    go_on, _ = self._run(self.second, handed)
+            try:
+                if self._stop.is_set():
+                    return
+                go_on, handed = self._run(self.first, item)
+                if go_on and handed is not None:
+                    if self.overlap:
+                        self.handover.put_when_empty(handed)
+                    else:
+                        go_on, _ = self._run(self.second, handed)
+            finally:
+                if self.done is not None:
+                    self.done(item)
             if not go_on:
                 return
 

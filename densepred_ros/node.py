@@ -38,8 +38,10 @@ from densepred_ros.node_params import config_from_node, declare_parameters
 from densepred_ros.pairing import ScanPairing
 from densepred_ros.params import ConfigError, NodeConfig
 from densepred_ros.pipeline import DepthPipeline, load_pipeline
+from densepred_ros.scheduler import parallel_lanes, usable_cores
 from densepred_ros.worker import FrameWorker, InferredFrame
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.exceptions import InvalidHandle
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn
 from sensor_msgs.msg import PointCloud2
 
@@ -59,8 +61,10 @@ class DepthNode(Node):
     Args:
         node_name: the node name (default 'densepred').
         overlap: run inference of the next frame(s) while the previous ones are finished
-            and published (two worker threads), or not (one thread); None (default)
-            overlaps when the depth model runs on CUDA (see docs/performance.md).
+            and published (two worker threads), or not; None (default) overlaps when
+            the depth model runs on CUDA (see docs/performance.md). With several
+            cameras overlap is one lane: True keeps ``parallel_batches: 0`` (auto) to
+            one; a number > 1 runs that many lanes without overlap.
         **kwargs: passed to rclpy's Node (namespace, parameter_overrides, ...).
     """
 
@@ -158,12 +162,19 @@ class DepthNode(Node):
         self._tf = TfLidarPose(self, config)
         self._pairing = ScanPairing(SCAN_BUFFER, config.alignment.max_time_offset, default)
         batching = batching_label(config.batching, self._pipeline) if len(names) > 1 else ''
-        self._frames.configure(config, self._cameras, self._pairing, self._tf,
-                               ModelStatistics(batching), batching == 'one batch')
-        predictor = self._pipeline.predictor
         device = self._device_label()
-        self._worker.overlap = (device.startswith('cuda') if self._overlap is None
-                                else self._overlap)
+        lanes, adaptive, lanes_why = parallel_lanes(
+            1 if self._overlap and not config.parallel_batches else config.parallel_batches,
+            len(names),
+            device.split(':')[0], config.batching, self._pipeline.concurrency_reason(),
+            usable_cores())
+        torch_threads = self._pipeline.share_cpu(1 if adaptive else lanes)
+        self._frames.configure(config, self._cameras, self._pairing, self._tf,
+                               ModelStatistics(batching), batching == 'one batch',
+                               lanes, adaptive, self._pipeline.share_cpu)
+        predictor = self._pipeline.predictor
+        self._worker.overlap = lanes == 1 and (device.startswith('cuda') if self._overlap is None
+                                               else self._overlap)
         logger = self.get_logger()
         logger.info(
             f'configured: {predictor.spec.family} ({predictor.spec.space}) from '
@@ -172,8 +183,11 @@ class DepthNode(Node):
             f'inference {"overlapped with" if self._worker.overlap else "then"} '
             f'post-processing, geometry kernels: {self._geometry}')
         if len(names) > 1:
-            logger.info(f'{len(names)} cameras ({", ".join(names)}) share one model; each '
-                        f'turn takes the newest frame of every camera: {batching}')
+            logger.info(f'{len(names)} cameras ({", ".join(names)}) share one model; '
+                        f'each turn takes the newest frame of every camera: {batching}; '
+                        f'{self._frames.scheduler.lanes_label()} parallel batches '
+                        f'({lanes_why}){", one while it keeps up" if adaptive else ""}, '
+                        f'torch threads {torch_threads}')
         # rclpy fixes a logging call site's severity at its first call: one call site per
         # severity, or a fallback after a normal choice raises ValueError.
         for name, p in (('model.path', predictor),
@@ -282,14 +296,15 @@ class DepthNode(Node):
         self.config = None
 
     def _backend_label(self) -> str:
-        if self._pipeline is None:
-            return self.config.model.backend if self.config else ''
-        return self._pipeline.backend_label() or self.config.model.backend
+        pipeline, config = self._pipeline, self.config
+        requested = config.model.backend if config is not None else ''
+        return (pipeline.backend_label() if pipeline is not None else '') or requested
 
     def _device_label(self) -> str:
-        if self._pipeline is None:
+        pipeline, config = self._pipeline, self.config
+        if pipeline is None:
             return ''
-        return self._pipeline.device_label() or self.config.model.device
+        return pipeline.device_label() or (config.model.device if config is not None else '')
 
     # Callbacks: keep the newest data only --------------------------------------------------
 
@@ -331,21 +346,27 @@ class DepthNode(Node):
         self.trigger_deactivate()
 
     def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self.config is None:
+        # Cleanup may run on another executor thread: work on what is held now.
+        publisher, config, cameras = self._diag_pub, self.config, list(self._cameras)
+        if publisher is None or config is None:
             return
         device, backend = self._device_label(), self._backend_label()
         extra = [('geometry kernels', self._geometry),
-                 ('image transport', self.config.image_transport)]
-        cameras = [(camera.name, camera.stats.summary(
+                 ('image transport', config.image_transport)]
+        statuses = [(camera.name, camera.stats.summary(
             self._state_label, backend=backend, device=device,
-            alignment_wanted=self.config.alignment.enabled,
+            alignment_wanted=config.alignment.enabled,
             extra=extra + ([('camera', camera.name)] if camera.name else [])))
-            for camera in self._cameras]
+            for camera in cameras]
+        self.model_stats.lanes = self._frames.scheduler.lanes_label()
         model = (self.model_stats.summary(self._state_label, backend=backend, device=device)
-                 if len(self._cameras) > 1 else None)
-        self._diag_pub.publish(node_diagnostics(
-            self.get_fully_qualified_name(), device, cameras, model,
-            self.get_clock().now().to_msg()))
+                 if len(cameras) > 1 else None)
+        try:
+            publisher.publish(node_diagnostics(
+                self.get_fully_qualified_name(), device, statuses, model,
+                self.get_clock().now().to_msg()))
+        except InvalidHandle:
+            pass   # destroyed by a cleanup since it was read
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:

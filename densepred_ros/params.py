@@ -188,6 +188,14 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
                   'ONNX/TensorRT export has a batch of one: per-frame loop, reason logged); '
                   "off = one frame after another, so a camera's result never depends on the "
                   'frames that shared its turn.', choices=BATCHING),
+    ParameterSpec('parallel_batches', 0,
+                  'Turns that run at once with several cameras, each on other cameras and '
+                  'of up to ceil(cameras / n) frames, on threads sharing the one model; '
+                  'torch then gets CPU cores / n threads each unless model.threads is set. '
+                  '0 = auto: on the CPU with batching auto up to min(cameras, CPU cores), '
+                  'one of them while it keeps up with the cameras and all when it does not; '
+                  'else 1 (CUDA: one batch per turn; TensorRT and Marigold: 1).',
+                  bounds=(0, 64)),
     ParameterSpec('autostart', False,
                   'Configure and activate at start-up instead of waiting for lifecycle '
                   'transitions.'),
@@ -293,6 +301,7 @@ class NodeConfig:
             (``camera.N.extrinsic``), for the cameras that have one.
         batching: 'auto' (a turn's frames as one batch where the backend allows it) or
             'off' (one after another).
+        parallel_batches: turns run at once (0 = auto, see `scheduler.parallel_lanes`).
     """
 
     model: ModelConfig
@@ -308,6 +317,7 @@ class NodeConfig:
     cameras: Tuple[str, ...] = ()
     camera_extrinsics: Mapping[str, Tuple[float, ...]] = field(default_factory=dict)
     batching: str = 'auto'
+    parallel_batches: int = 0
 
     @staticmethod
     def from_parameters(values: Mapping[str, Any]) -> 'NodeConfig':
@@ -380,7 +390,7 @@ class NodeConfig:
             max_image_pixels=v['max_image_pixels'],
             cameras=v['cameras'],
             camera_extrinsics=_camera_extrinsics(v['cameras'], per_camera),
-            batching=v['batching'])
+            batching=v['batching'], parallel_batches=v['parallel_batches'])
 
 
 def _is_cuda_index(device: str) -> bool:

@@ -193,6 +193,7 @@ class DepthPipeline:
         self._keeps_tensor = {
             id(model) for model in (predictor, normals_predictor)
             if model is not None and self.device_geometry and _accepts_keep_tensor(model)}
+        self._threads_before_lanes: Optional[int] = None
 
     @property
     def space(self) -> str:
@@ -261,6 +262,45 @@ class DepthPipeline:
             if reason:
                 return f'{name}: {reason}'
         return ''
+
+    def concurrency_reason(self) -> str:
+        """Return '' when several threads may run `infer_batch` at once, else why not."""
+        for name, model in (('model', self.predictor),
+                            ('normals model', self.normals_predictor)):
+            if model is None:
+                continue
+            reason = getattr(model, 'concurrency_reason', None)
+            if reason is None:
+                return f'the {name} ({model.spec.family}) runs one call at a time'
+            if reason:
+                return f'{name}: {reason}'
+        return ''
+
+    def share_cpu(self, lanes: int) -> int:
+        """Give the calling thread its share of the CPU cores for `lanes` calling threads.
+
+        torch's intra-op thread count is kept per calling thread: `lanes` threads with the
+        default (one per core) would run lanes × cores threads. On the CPU, unless
+        model.threads fixed the count, the calling thread gets cores // lanes threads (at
+        least 1), or torch's default for one lane. Cheap when nothing changes: each lane
+        calls it before each batch.
+
+        Returns:
+            the calling thread's intra-op thread count now.
+        """
+        import torch   # loaded with the model already
+        from densepred_ros.scheduler import usable_cores
+        device = getattr(self.predictor, 'device', None)
+        options = getattr(self.predictor, 'options', None)
+        if getattr(device, 'type', '') != 'cpu' or getattr(options, 'threads', 0) != 0:
+            return torch.get_num_threads()
+        if self._threads_before_lanes is None:
+            self._threads_before_lanes = torch.get_num_threads()
+        wanted = (max(1, usable_cores() // lanes) if lanes > 1
+                  else self._threads_before_lanes)
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+        return wanted
 
     def infer_batch(self, images: Sequence[np.ndarray],
                     wanted: Sequence[Optional[Iterable[str]]]) -> List[Inference]:

@@ -3,9 +3,11 @@
 `FrameWorker` runs a turn's frames through two stages (`holder.TwoStageWorker`): stage 1
 decodes the images and runs the model(s), one call for the whole turn with batching
 (`pipeline.DepthPipeline.infer_batch`); stage 2 pairs the lidar scan, aligns, computes
-the outputs and publishes them with each image's header. A failing frame is counted and
-the others go on; after ``max_consecutive_failures`` in a row it sets the fault on every
-camera and calls ``on_fault`` (the node deactivates itself on the executor thread).
+the outputs and publishes them with each image's header. With ``lanes`` > 1 that many
+threads run turns at once, each on other cameras (`scheduler.FrameScheduler`). A failing
+frame is counted and the others go on; after ``max_consecutive_failures`` in a row it
+sets the fault on every camera and calls ``on_fault`` (the node deactivates itself on
+the executor thread).
 """
 
 from dataclasses import dataclass
@@ -22,12 +24,14 @@ from densepred_ros.messages import decode_camera_and_scan, encode_outputs, stamp
 from densepred_ros.pairing import ScanPairing
 from densepred_ros.params import NodeConfig
 from densepred_ros.pipeline import Inference, timed
-from densepred_ros.scheduler import FrameScheduler
+from densepred_ros.scheduler import FrameScheduler, LaneSwitch
 import numpy as np
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, PointCloud2
 
 WORKER_POLL = 0.1
+#: seconds a turn waits for the frames of cameras due now (`scheduler.FrameScheduler`).
+GATHER = 0.015
 
 
 class _Fault(Exception):
@@ -88,6 +92,7 @@ class FrameWorker:
         self._tf: Optional[TfLidarPose] = None
         self._failures_in_a_row = 0
         self._failure_lock = threading.Lock()
+        self._share_cpu: Optional[Callable[[int], int]] = None
         self.model_stats = ModelStatistics()
         #: run a turn's frames through the model in one call (`DepthPipeline.infer_batch`).
         self.batching = False
@@ -96,22 +101,34 @@ class FrameWorker:
         # publishes those of turn N.
         self.threads = TwoStageWorker(self.scheduler, self._infer_batch, self._finish_batch,
                                       self._on_worker_error, poll=WORKER_POLL,
-                                      name='densepred-worker')
+                                      name='densepred-worker',
+                                      done=lambda batch: self.scheduler.done(batch))
 
     def configure(self, config: NodeConfig, cameras: Sequence[CameraIO],
                   pairing: ScanPairing, tf: Optional[TfLidarPose],
-                  model_stats: ModelStatistics, batching: bool = False) -> None:
+                  model_stats: ModelStatistics, batching: bool = False,
+                  lanes: int = 1, adaptive: bool = False,
+                  share_cpu: Optional[Callable[[int], int]] = None) -> None:
         """Serve these cameras with this configuration, scan pairing and tf2 lookup.
 
         Args:
             batching: run the frames of a turn through the model in one call.
+            lanes: batches that may run at once (threads), each of up to
+                ceil(cameras / lanes) frames; more than one needs ``threads.overlap`` off.
+            adaptive: run one of the lanes while it keeps up (`scheduler.LaneSwitch`).
+            share_cpu: called by each lane before a batch with the lanes in use, to
+                share the CPU cores among them (`pipeline.DepthPipeline.share_cpu`).
         """
         self.batching = bool(batching)
         self._config, self._pairing, self._tf = config, pairing, tf
         self._cameras = list(cameras)
         self._by_name = {camera.name: camera for camera in self._cameras}
-        self.scheduler = FrameScheduler([camera.name for camera in self._cameras],
-                                        max_batch=len(self._cameras))
+        self.scheduler = FrameScheduler(
+            [camera.name for camera in self._cameras], max_batch=len(self._cameras),
+            lanes=lanes, switch=LaneSwitch(lanes) if adaptive else None,
+            gather=GATHER if len(self._cameras) > 1 else 0.0)
+        self._share_cpu = share_cpu
+        self.threads.lanes = lanes
         self.threads.source = self.scheduler
         self.model_stats = model_stats
 
@@ -178,6 +195,8 @@ class FrameWorker:
         counted against that camera only.
         """
         started = time.perf_counter()
+        if self._share_cpu is not None:
+            self._share_cpu(self.scheduler.active_lanes)
         admitted = self._each(batch, lambda item: self._admit(self._by_name[item[0]], item[1]),
                               lambda item: self._by_name[item[0]])
         inferred = None

@@ -41,7 +41,7 @@ def _parameters(args: argparse.Namespace, names: List[str]) -> Dict:
     params = {'model.path': str(DEMO_MODEL), 'model.device': args.device,
               'alignment.enabled': False, 'qos.input_reliability': 'reliable',
               'max_age': 0.0, 'diagnostics_period': 1.0, 'model.threads': args.threads,
-              'batching': args.batching}
+              'batching': args.batching, 'parallel_batches': int(args.parallel_batches)}
     if names:
         params['cameras'] = names
     return params
@@ -51,7 +51,7 @@ def node_child(args: argparse.Namespace) -> None:
     """Run one depth node until a line arrives on stdin; print its peak RSS as JSON."""
     import threading
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from densepred_ros.bench import peak_rss_gb
     from densepred_ros.node import DepthNode
@@ -68,9 +68,17 @@ def node_child(args: argparse.Namespace) -> None:
     node = DepthNode(namespace='/bench', overlap=overlap, parameter_overrides=[
         Parameter(k, value=v) for k, v in _parameters(args, names).items()])
     assert node.start(), node.last_error
-    executor = MultiThreadedExecutor(num_threads=2)
+    # Spun as `node_main` spins the node's process: one thread, in short slices.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin() -> None:
+        while spinning.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
+
+    thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     print('READY', flush=True)
     cpu_start = _cpu_seconds()
@@ -80,8 +88,12 @@ def node_child(args: argparse.Namespace) -> None:
     model = node.model_stats
     usage = {'cpu_s': cpu, 'frames': model.frames, 'batches': model.batches,
              'model_s': model.inference_seconds, 'batching': model.batching,
+             'lanes': model.lanes,
+             'lane_switches': getattr(node._frames.scheduler.switch, 'switches', None),
              'torch_threads': _torch_threads()}
     node.close(timeout=300.0)   # a real-size model may be mid-batch (seconds)
+    spinning.clear()
+    thread.join(timeout=5.0)
     executor.shutdown()
     thread.join(timeout=5.0)
     node.destroy_node()
@@ -102,14 +114,29 @@ def _torch_threads() -> int:
 
 def feed_child(args: argparse.Namespace) -> None:
     """Feed the node of args.domain: args.cameras at args.rates Hz; print processed rates."""
+    import threading
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from densepred_ros.feeder import Feeder, wait_for
     from densepred_ros.synthetic import make_frame
 
     rclpy.init(domain_id=args.domain)
     names = [n for n in args.cameras.split(',') if n] or ['']
-    feeders = {n: Feeder(f'/bench/{n}' if n else '/bench', node_name=f'feed_{n or "one"}')
-               for n in names}
+    # One thread spins every camera's feeder, in short slices like the node: a busy
+    # executor per camera would take CPU and the interpreter from the publishing loop,
+    # which then falls behind and publishes in bursts (frames a camera never sends).
+    executor = SingleThreadedExecutor()
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin() -> None:
+        while spinning.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.2)
+
+    feeders = {n: Feeder(f'/bench/{n}' if n else '/bench', node_name=f'feed_{n or "one"}',
+                         executor=executor) for n in names}
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
     for feeder in feeders.values():
         feeder.subscribe(['depth/relative'], diagnostics=False)
     assert wait_for(lambda: all(f.connected(lidar=False) for f in feeders.values()), 30.0)
@@ -119,17 +146,25 @@ def feed_child(args: argparse.Namespace) -> None:
         feeder.publish(frame.rgb, frame.camera)
     assert wait_for(lambda: all(f.count('depth/relative') > 0 for f in feeders.values()),
                     900.0)
-    before = {n: f.count('depth/relative') for n, f in feeders.items()}
-    start = time.monotonic()
-    due = {n: start for n in feeders}
+    # The node streams for --settle seconds before counting starts (a node with
+    # parallel_batches auto decides its lanes from a few seconds of load).
+    begin = time.monotonic()
+    start = begin + args.settle
+    before = None
+    due = {n: begin for n in feeders}
     sent = dict.fromkeys(feeders, 0)
     while time.monotonic() < start + args.seconds:
         now = time.monotonic()
+        if before is None and now >= start:
+            before = {n: f.count('depth/relative') for n, f in feeders.items()}
+            sent = dict.fromkeys(feeders, 0)
         for (name, feeder), rate in zip(feeders.items(), rates):
             if now >= due[name]:
                 feeder.publish(frame.rgb, frame.camera)
                 sent[name] += 1
                 due[name] += 1.0 / rate
+                if due[name] <= now:   # a period behind: skip, as a camera would
+                    due[name] = now + 1.0 / rate
         time.sleep(max(0.0, min(due.values()) - time.monotonic()))
     elapsed = time.monotonic() - start
     time.sleep(0.5)
@@ -137,8 +172,11 @@ def feed_child(args: argparse.Namespace) -> None:
               'processed_hz': {n or 'one': (f.count('depth/relative') - before[n]) / elapsed
                                for n, f in feeders.items()},
               'sent_hz': {n or 'one': c / elapsed for n, c in sent.items()}}
+    spinning.clear()
+    spinner.join(timeout=5.0)
     for feeder in feeders.values():
         feeder.close()
+    executor.shutdown()
     rclpy.try_shutdown()
     print('RESULT ' + json.dumps(result), flush=True)
 
@@ -149,7 +187,9 @@ def _command(role: str, cameras: List[str], rates: List[float], args: argparse.N
             '--rates', ','.join(str(r) for r in rates), '--seconds', str(args.seconds),
             '--domain', str(domain), '--width', str(args.width), '--height',
             str(args.height), '--overlap', args.overlap, '--threads', str(args.threads),
-            '--batching', args.batching, '--device', args.device] + (
+            '--batching', args.batching, '--device', args.device,
+            '--parallel-batches', str(args.parallel_batches),
+            '--settle', str(args.settle)] + (
                 ['--real-size'] if args.real_size else [])
 
 
@@ -232,10 +272,48 @@ def batch_exactness() -> Dict:
     return out
 
 
+def bare_loop(batch: int, repeat: int = 30) -> Dict:
+    """Return ms per batch of the demo model outside the node, by Python and torch threads.
+
+    One Python thread with two or one torch threads, then two Python threads with one
+    torch thread each calling the one predictor at once (as two lanes do), 320×240
+    images, dtype auto.
+    """
+    import threading
+    import numpy as np
+    import torch
+    from densepred_ros.models import load_predictor, PredictorOptions
+    predictor = load_predictor(str(DEMO_MODEL), PredictorOptions(device='cpu', dtype='auto'))
+    rgb = (np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8)
+    out = {}
+    for python_threads, torch_threads in ((1, 2), (1, 1), (2, 1)):
+        times: List[float] = []
+
+        def loop() -> None:
+            torch.set_num_threads(torch_threads)   # per calling thread
+            predictor.predict_batch([rgb] * batch)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                predictor.predict_batch([rgb] * batch)
+            times.append((time.perf_counter() - start) / repeat * 1e3)
+
+        threads = [threading.Thread(target=loop) for _ in range(python_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        out[f'{python_threads} python x {torch_threads} torch threads'] = {
+            'ms_per_batch': sum(times) / len(times),
+            'frames_per_s': python_threads * batch * 1e3 / (sum(times) / len(times))}
+    return out
+
+
 def main() -> None:
     """Print the three measurements as JSON and a short summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=20.0)
+    parser.add_argument('--settle', type=float, default=8.0,
+                        help='seconds every node is fed before counting starts')
     parser.add_argument('--rate', type=float, default=10.0,
                         help='input rate of every camera in the throughput run, Hz')
     parser.add_argument('--width', type=int, default=320)
@@ -255,6 +333,11 @@ def main() -> None:
                         '--overlap); both = one run with each')
     parser.add_argument('--batching', choices=('auto', 'off', 'both'), default='both',
                         help='batching of the 3-camera node; both = one run with each')
+    parser.add_argument('--parallel-batches', default='0',
+                        help='parallel_batches of the 3-camera node (0 = auto); a comma '
+                        'list = one run with each')
+    parser.add_argument('--bare-loop', type=int, default=0, metavar='BATCH',
+                        help='only time batches of BATCH frames outside the node')
     parser.add_argument('--batch-exactness', action='store_true',
                         help='only compare batched with per-frame predictions and metric depth')
     parser.add_argument('--child', choices=('node', 'feed'), help=argparse.SUPPRESS)
@@ -268,14 +351,19 @@ def main() -> None:
     if args.batch_exactness:
         print(json.dumps(batch_exactness(), indent=2))
         return
+    if args.bare_loop:
+        print(json.dumps(bare_loop(args.bare_loop), indent=2))
+        return
     from densepred_ros.scheduler import fair_shares
     three = ['front', 'left', 'right']
     batchings = ['auto', 'off'] if args.batching == 'both' else [args.batching]
     overlap = args.multi_overlap or args.overlap
     overlaps = ['off', 'on'] if overlap == 'both' else [overlap]
-    modes = [(b, o) for b in batchings for o in overlaps]
+    lanes = [int(n) for n in str(args.parallel_batches).split(',')]
+    modes = [(b, o, n) for b in batchings for o in overlaps for n in lanes]
     single_args = argparse.Namespace(**{**vars(args), 'batching': 'auto', 'threads': (
-        args.threads if args.single_threads is None else args.single_threads)})
+        args.threads if args.single_threads is None else args.single_threads),
+        'parallel_batches': 0})
     report: Dict = {'cpu': _cpu_name(), 'cpu_flags': _cpu_flags(), 'cores': os.cpu_count(),
                     'load_before': os.getloadavg()[0], 'overlap_single_nodes': args.overlap,
                     'seconds': args.seconds, 'image': f'{args.width}x{args.height}',
@@ -283,10 +371,10 @@ def main() -> None:
                                 'single_camera_nodes': single_args.threads}}
     one = Run([], [args.rate], single_args).start_feeding().result()
     multi = {}
-    for batching, overlap in modes:
+    for batching, overlap, parallel in modes:
         mode_args = argparse.Namespace(**{**vars(args), 'batching': batching,
-                                          'overlap': overlap})
-        multi[f'batching_{batching}_overlap_{overlap}'] = Run(
+                                          'overlap': overlap, 'parallel_batches': parallel})
+        multi[f'batching_{batching}_overlap_{overlap}_parallel_{parallel}'] = Run(
             three, [args.rate] * 3, mode_args).start_feeding().result()
     first = next(iter(multi.values()))
     report['memory'] = {'one_camera_gb': one['peak_rss_gb'],
@@ -312,15 +400,17 @@ def main() -> None:
                 'per_camera_hz': result['processed_hz'],
                 'sent_hz': sum(result['sent_hz'].values()),
                 'per_frame': _per_frame([result['usage']]),
-                'batching': result['usage']['batching']}
+                'batching': result['usage']['batching'],
+                'parallel_batches': result['usage']['lanes']}
         fair_args = argparse.Namespace(**{**vars(args), 'batching': modes[0][0],
-                                          'overlap': modes[0][1]})
+                                          'overlap': modes[0][1],
+                                          'parallel_batches': modes[0][2]})
         fair = Run(three, [30.0, 5.0, 5.0], fair_args).start_feeding().result()
         rates = dict(zip(three, fair['rates']))
         total = sum(fair['processed_hz'].values())
         shares = fair_shares(rates, total)
         report['fairness'] = {
-            'batching': modes[0][0], 'overlap': modes[0][1],
+            'batching': modes[0][0], 'overlap': modes[0][1], 'parallel_batches': modes[0][2],
             'input_hz': rates, 'processed_hz': fair['processed_hz'], 'fair_share_hz': shares,
             'share_ratio': {n: fair['processed_hz'][n] / shares[n] for n in three}}
     print(json.dumps(report, indent=2))

@@ -136,3 +136,40 @@ def test_the_demo_model_in_bf16_takes_a_batch_too() -> None:
     predictor = load_predictor(str(DEMO), PredictorOptions(device='cpu'))
     out = predictor.predict_batch(_images())
     assert all(p.values.shape == (120, 160) and np.isfinite(p.values).all() for p in out)
+
+
+def test_lanes_run_the_shared_model_at_once_and_share_the_cores(
+        checkpoints, monkeypatch) -> None:
+    """Two threads calling one predictor get the results a single caller gets.
+
+    Each gets cores // lanes torch threads (`share_cpu`); one lane gets the count back.
+    """
+    import threading
+    import torch
+    shared = load_pipeline(NodeConfig.from_parameters({
+        'model.path': str(checkpoints['lotus_g']), 'model.device': 'cpu',
+        'model.dtype': 'fp32', 'model.processing_resolution': 0}))
+    assert shared.concurrency_reason() == ''
+    monkeypatch.setattr('densepred_ros.scheduler.usable_cores', lambda: 4)
+    before = shared.share_cpu(1)
+    assert shared.share_cpu(2) == 2 == torch.get_num_threads()
+    images = _images((48, 64))
+    alone = [p.values for p in shared.predictor.predict_batch(images)]   # same threads
+    got, threads = {}, {}
+
+    def lane(index: int) -> None:
+        threads[index] = shared.share_cpu(2)
+        for _ in range(3):
+            got[index] = [p.values for p in shared.predictor.predict_batch(images)]
+
+    lanes = [threading.Thread(target=lane, args=(i,)) for i in range(2)]
+    for thread in lanes:
+        thread.start()
+    for thread in lanes:
+        thread.join(60.0)
+    assert threads == {0: 2, 1: 2}
+    for index in range(2):
+        for a, b in zip(alone, got[index]):
+            np.testing.assert_array_equal(a, b)   # no interference between the lanes
+    assert shared.share_cpu(1) == before == torch.get_num_threads()
+    shared.close()

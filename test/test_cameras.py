@@ -61,6 +61,7 @@ class FramesOracle:
                               default_processing_resolution=0, source='oracle')
 
         self.batching_reason = ''
+        self.concurrency_reason = ''   # may be called from several lanes at once
         self.batch_sizes = []
 
     def predict(self, rgb: np.ndarray) -> Prediction:
@@ -124,20 +125,24 @@ def multi(ros, request):
         rig.close()
 
 
-@pytest.mark.parametrize('batching', ['auto', 'off'])
+@pytest.mark.parametrize('batching, lanes', [('auto', 1), ('off', 1), ('auto', 2)],
+                         ids=['auto', 'off', 'two_lanes'])
 def test_each_camera_matches_a_single_camera_node(multi, checkpoint, frames, monkeypatch,
-                                                  batching) -> None:
+                                                  batching, lanes) -> None:
     """Each camera gets its own frame's metric depth back, batched or frame by frame.
 
-    The oracle is exact whatever the batch, so this checks the wiring of both paths within
-    1e-5; what batching does to a real model's numbers is test_batching's.
+    The oracle is exact whatever the batch, so this checks the wiring of both paths, and
+    of two lanes running batches at once, within 1e-5; what batching does to a real
+    model's numbers is test_batching's.
     """
     oracle = FramesOracle(frames.values())
     monkeypatch.setattr('densepred_ros.models.load_predictor', lambda *a, **k: oracle)
     extrinsics = {f'camera.{name}.extrinsic': extrinsic_parameter(frame.T_cam_lidar)
                   for name, frame in frames.items()}
-    m = multi({'model.path': checkpoint, 'batching': batching, **extrinsics})
+    m = multi({'model.path': checkpoint, 'batching': batching, 'parallel_batches': lanes,
+               **extrinsics})
     assert m.rig.node.start()
+    assert m.rig.node._frames.scheduler.lanes == lanes
     for name, feeder in m.feeders.items():
         feeder.subscribe(['depth/image'], diagnostics=False)
     m.rig.subscribe([])

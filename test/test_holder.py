@@ -5,6 +5,7 @@ import time
 
 from densepred_ros.diagnostics import NodeStatistics, OK, Percentiles, RateMeter, WARN
 from densepred_ros.holder import LatestHolder, StampedBuffer, TwoStageWorker
+from densepred_ros.scheduler import FrameScheduler
 import pytest
 
 
@@ -263,6 +264,60 @@ def test_two_stage_worker_reports_errors_and_stops_on_request() -> None:
     start = time.monotonic()
     assert worker.stop(timeout=2.0) and time.monotonic() - start < 1.0
     assert worker.stopping
+
+
+def test_lanes_run_the_first_stage_of_two_items_at_once() -> None:
+    source = FrameScheduler(['a', 'b'], max_batch=1, lanes=2)
+    together = threading.Barrier(2, timeout=5.0)
+    done, finished = [], []
+
+    def first(batch):
+        together.wait()   # breaks (raises) unless both lanes are in stage 1 at once
+        return batch
+
+    worker = TwoStageWorker(source, first, finished.append, lambda exc: False, overlap=False,
+                            poll=0.01, lanes=2, done=done.append)
+    worker.start()
+    source.put('a', 1)
+    source.put('b', 1)
+    deadline = time.monotonic() + 5.0
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop(timeout=2.0)
+    assert sorted(finished) == [[('a', 1)], [('b', 1)]] and not together.broken
+    assert sorted(done) == sorted(finished)
+
+
+def test_done_follows_every_item_whatever_the_stages_did() -> None:
+    source = LatestHolder()
+    done, errors = [], []
+
+    def first(item):
+        if item == 'bad':
+            raise RuntimeError('bad')
+        return None if item == 'ends' else item
+
+    def second(item):
+        if item == 'bad late':
+            raise RuntimeError('bad late')
+
+    worker = TwoStageWorker(source, first, second, lambda exc: errors.append(exc) or True,
+                            overlap=False, poll=0.01, done=done.append)
+    worker.start()
+    for item in ('bad', 'ends', 'bad late', 'good'):
+        source.put(item)
+        deadline = time.monotonic() + 2.0
+        while item not in done and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert worker.stop(timeout=2.0)
+    assert done == ['bad', 'ends', 'bad late', 'good'] and len(errors) == 2
+
+
+def test_lanes_do_not_combine_with_overlap() -> None:
+    worker = TwoStageWorker(LatestHolder(), lambda i: i, lambda i: None, lambda e: False,
+                            overlap=True, lanes=2)
+    with pytest.raises(ValueError, match='overlap'):
+        worker.start()
 
 
 def test_statistics_report_stage_percentiles_in_stage_order() -> None:

@@ -357,6 +357,19 @@ class LotusPredictor:
                     'at a time')
         return ''
 
+    @property
+    def concurrency_reason(self) -> str:
+        """Return '' when several threads may call `predict_batch` at once, else why not.
+
+        The torch modules only read their weights, and an ONNX Runtime session may be run
+        from several threads; a TensorRT engine has one execution context.
+        """
+        engines = [c.component for c in self.backend_choices.values()
+                   if c.backend == 'tensorrt']
+        if engines:
+            return f'{", ".join(engines)} on TensorRT: one execution context, one call at a time'
+        return ''
+
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray],
                       keep_tensor: bool = False) -> List[Prediction]:
