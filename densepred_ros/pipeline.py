@@ -194,6 +194,7 @@ class DepthPipeline:
             id(model) for model in (predictor, normals_predictor)
             if model is not None and self.device_geometry and _accepts_keep_tensor(model)}
         self._threads_before_lanes: Optional[int] = None
+        self._cores = 1
 
     @property
     def space(self) -> str:
@@ -250,12 +251,15 @@ class DepthPipeline:
                          relative_tensor=depth.tensor,
                          normals_tensor=None if normals is None else normals.tensor)
 
+    def _models(self) -> List[Any]:
+        """Return [(name, predictor)] of the depth model and the normals model, if any."""
+        return [(name, model) for name, model in (('model', self.predictor),
+                                                  ('normals model', self.normals_predictor))
+                if model is not None]
+
     def batching_reason(self) -> str:
         """Return '' when `infer_batch` runs a turn as one batch, else why it loops."""
-        for name, model in (('model', self.predictor),
-                            ('normals model', self.normals_predictor)):
-            if model is None:
-                continue
+        for name, model in self._models():
             if not callable(getattr(model, 'predict_batch', None)):
                 return f'the {name} ({model.spec.family}) predicts one frame at a time'
             reason = getattr(model, 'batching_reason', '')
@@ -265,10 +269,7 @@ class DepthPipeline:
 
     def concurrency_reason(self) -> str:
         """Return '' when several threads may run `infer_batch` at once, else why not."""
-        for name, model in (('model', self.predictor),
-                            ('normals model', self.normals_predictor)):
-            if model is None:
-                continue
+        for name, model in self._models():
             reason = getattr(model, 'concurrency_reason', None)
             if reason is None:
                 return f'the {name} ({model.spec.family}) runs one call at a time'
@@ -289,14 +290,15 @@ class DepthPipeline:
             the calling thread's intra-op thread count now.
         """
         import torch   # loaded with the model already
-        from densepred_ros.scheduler import usable_cores
         device = getattr(self.predictor, 'device', None)
         options = getattr(self.predictor, 'options', None)
         if getattr(device, 'type', '') != 'cpu' or getattr(options, 'threads', 0) != 0:
             return torch.get_num_threads()
         if self._threads_before_lanes is None:
+            from densepred_ros.scheduler import usable_cores
             self._threads_before_lanes = torch.get_num_threads()
-        wanted = (max(1, usable_cores() // lanes) if lanes > 1
+            self._cores = usable_cores()
+        wanted = (max(1, self._cores // lanes) if lanes > 1
                   else self._threads_before_lanes)
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
